@@ -1,0 +1,78 @@
+package bus
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConnOptions say how to reach a NATS server.
+type ConnOptions struct {
+	URL         string
+	Name        string
+	CredsFile   string
+	NKeyFile    string
+	User        string
+	Password    string
+	Token       string
+	TLSCA       string
+	TLSCert     string
+	TLSKey      string
+	InboxPrefix string
+}
+
+// Connect dials NATS with reconnects enabled; errors name the URL and say
+// what to check.
+func Connect(o ConnOptions) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+	}
+	if o.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed %s: %w", o.NKeyFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is the server running and the address right?)", o.URL, err)
+	}
+	return nc, nil
+}
+
+// JetStream returns the JetStream API on nc, with asynchronous publish
+// failures reported to onAsyncErr.
+func JetStream(nc *nats.Conn, onAsyncErr func(subject string, err error)) (jetstream.JetStream, error) {
+	var opts []jetstream.JetStreamOpt
+	if onAsyncErr != nil {
+		opts = append(opts, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			onAsyncErr(m.Subject, err)
+		}))
+	}
+	opts = append(opts, jetstream.WithPublishAsyncMaxPending(8192))
+	return jetstream.New(nc, opts...)
+}

@@ -1,0 +1,77 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nuid"
+
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// Request is one request event as a handler sees it. Agent is proven by the
+// subject the server delivered the message on; the rest comes from the
+// sender.
+type Request struct {
+	Event    *event.Event // nil when the message could not be decoded
+	Agent    string
+	Subject  string
+	Op       schemas.Op
+	Received time.Time
+	Size     int
+	Trace    TraceContext
+
+	// decodeErr is the reason Event is nil; the Validate middleware
+	// returns it so that bad input flows through logging, metrics and
+	// audit like any other outcome.
+	decodeErr error
+}
+
+// Handler serves one request event and returns the reply event, or an
+// error that the error table turns into an error reply.
+type Handler interface {
+	ServeEvent(ctx context.Context, req *Request) (*event.Event, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *Request) (*event.Event, error)
+
+// ServeEvent calls f.
+func (f HandlerFunc) ServeEvent(ctx context.Context, req *Request) (*event.Event, error) {
+	return f(ctx, req)
+}
+
+// Middleware wraps a Handler.
+type Middleware func(Handler) Handler
+
+// Chain wraps h in mws; the first middleware is the outermost.
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// NewEvent builds an event emitted by agentauth: a fresh id, the service
+// source, the current time and data encoded as JSON.
+func NewEvent(typ string, data any) (*event.Event, error) {
+	e := event.New()
+	e.SetID(nuid.Next())
+	e.SetSource(schemas.ServiceSource)
+	e.SetType(typ)
+	e.SetTime(time.Now())
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	e.SetDataContentType(event.ApplicationJSON)
+	e.DataEncoded = b
+	return &e, nil
+}
+
+// Reply builds the reply to req: NewEvent with the op's reply type.
+func Reply(req *Request, data any) (*event.Event, error) {
+	return NewEvent(req.Op.ReplyType, data)
+}

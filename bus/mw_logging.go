@@ -1,0 +1,38 @@
+package bus
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+// Logging logs each request's outcome: successes at debug, rejected input
+// at info, internal failures at error (with the cause, which never goes on
+// the wire). It logs no payloads.
+func Logging(log *slog.Logger) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+			start := time.Now()
+			reply, err := next.ServeEvent(ctx, req)
+			if err == nil {
+				if log.Enabled(ctx, slog.LevelDebug) {
+					log.LogAttrs(ctx, slog.LevelDebug, "request", slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(start)))
+				}
+				return reply, nil
+			}
+			f := Classify(err)
+			attrs := []slog.Attr{slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("code", string(f.Code)), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(start))}
+			if req.Event != nil {
+				attrs = append(attrs, slog.String("request_id", req.Event.ID()))
+			}
+			if f.Internal || f.Status >= 500 {
+				log.LogAttrs(ctx, slog.LevelError, "request failed", append(attrs, slog.String("error", err.Error()))...)
+			} else {
+				log.LogAttrs(ctx, slog.LevelInfo, "request rejected", append(attrs, slog.String("reason", f.Message))...)
+			}
+			return reply, err
+		})
+	}
+}

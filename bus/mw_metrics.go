@@ -1,0 +1,74 @@
+package bus
+
+import (
+	"context"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the bus's Prometheus collectors. Register them on the
+// registry the HTTP edge serves at /metrics.
+type Metrics struct {
+	Requests      *prometheus.CounterVec   // by operation and code ("ok" on success)
+	Duration      *prometheus.HistogramVec // by operation
+	InFlight      prometheus.Gauge
+	AuditFailures prometheus.Counter
+	Published     *prometheus.CounterVec // JetStream publishes by stream and result
+	Consumed      *prometheus.CounterVec // JetStream deliveries by consumer and action
+}
+
+// NewMetrics creates the collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentauth_requests_total",
+			Help: "Requests handled, by operation and outcome code (ok, or the error code).",
+		}, []string{"operation", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "agentauth_request_duration_seconds",
+			Help:    "Time from receipt to reply, by operation.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"operation"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentauth_requests_in_flight",
+			Help: "Requests being handled now.",
+		}),
+		AuditFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentauth_audit_publish_failures_total",
+			Help: "Audit events JetStream did not acknowledge.",
+		}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentauth_jetstream_published_total",
+			Help: "Events published to JetStream, by stream and result.",
+		}, []string{"stream", "result"}),
+		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentauth_jetstream_consumed_total",
+			Help: "JetStream deliveries handled, by consumer and action (ack, nak, term).",
+		}, []string{"consumer", "action"}),
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.AuditFailures, m.Published, m.Consumed)
+	return m
+}
+
+// Instrument counts each request by outcome code and observes its
+// duration. Bad input is counted under its error code.
+func Instrument(m *Metrics) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+			op := req.Op.Endpoint()
+			m.InFlight.Inc()
+			start := time.Now()
+			reply, err := next.ServeEvent(ctx, req)
+			m.InFlight.Dec()
+			m.Duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+			code := "ok"
+			if err != nil {
+				code = string(Classify(err).Code)
+			}
+			m.Requests.WithLabelValues(op, code).Inc()
+			return reply, err
+		})
+	}
+}

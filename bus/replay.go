@@ -1,0 +1,117 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ReplayOptions select what to read from a stream. Zero values mean
+// "from the beginning", "to the end" and "every subject".
+type ReplayOptions struct {
+	Stream   string
+	Subjects []string
+	Since    time.Time
+	Until    time.Time
+	FromSeq  uint64
+	ToSeq    uint64
+	Follow   bool // keep waiting for new messages until ctx ends
+}
+
+// Replayed is one stored message. Event is nil (and DecodeErr set) when the
+// stored message is not a CloudEvent.
+type Replayed struct {
+	Event     *event.Event
+	DecodeErr error
+	Subject   string
+	Sequence  uint64
+	Stored    time.Time
+}
+
+// Replay reads a stream with an ephemeral ordered consumer and calls fn for
+// each selected message, in order. total is called once with the number of
+// messages the selection holds when the replay starts (for progress). It
+// returns when the selection is exhausted (or, with Follow, when ctx ends),
+// or when fn returns an error.
+func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total func(uint64), fn func(Replayed) error) error {
+	if o.FromSeq > 0 && !o.Since.IsZero() {
+		return errors.New("replay: give a start sequence or a start time, not both")
+	}
+	if o.ToSeq > 0 && o.FromSeq > o.ToSeq {
+		return fmt.Errorf("replay: start sequence %d is after end sequence %d", o.FromSeq, o.ToSeq)
+	}
+	if !o.Until.IsZero() && !o.Since.IsZero() && o.Until.Before(o.Since) {
+		return fmt.Errorf("replay: --until %s is before --since %s", o.Until.Format(time.RFC3339), o.Since.Format(time.RFC3339))
+	}
+	stream, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return fmt.Errorf("replay: stream %s: %w", o.Stream, err)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: o.Subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case o.FromSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.FromSeq
+	case !o.Since.IsZero():
+		t := o.Since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("replay: consumer on %s: %w", o.Stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("replay: consumer info: %w", err)
+	}
+	pending := info.NumPending
+	if total != nil {
+		total(pending)
+	}
+	if pending == 0 && !o.Follow {
+		return nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				if o.Follow {
+					return nil
+				}
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("replay: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("replay: message metadata: %w", err)
+		}
+		if o.ToSeq > 0 && meta.Sequence.Stream > o.ToSeq && !o.Follow {
+			return nil
+		}
+		if !o.Until.IsZero() && meta.Timestamp.After(o.Until) && !o.Follow {
+			return nil
+		}
+		r := Replayed{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Stored: meta.Timestamp}
+		r.Event, r.DecodeErr = Decode(nats.Header(msg.Headers()), msg.Data())
+		if err := fn(r); err != nil {
+			return err
+		}
+		if meta.NumPending == 0 && !o.Follow {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,250 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	Version       string
+	Description   string
+	MaxEventBytes int           // cap on header+payload size, checked before decoding
+	Timeout       time.Duration // per-request handler timeout
+	Logger        *slog.Logger
+	// Middleware runs inside the standard chain (recover, tracing, audit,
+	// logging, metrics, timeout, validation), just before the handler.
+	Middleware []Middleware
+}
+
+// Server serves request/reply operations as the NATS micro service
+// "agentauth": each operation is an endpoint on
+// agentauth.*.<area>.<op> in the default queue group, so several
+// instances share the load and `nats micro ls|info|stats` show them.
+type Server struct {
+	svc       micro.Service
+	opts      ServerOptions
+	validator *schemas.Validator
+	metrics   *Metrics
+	auditor   *Auditor
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	ops      []schemas.Op
+	inflight sync.WaitGroup
+	stopped  bool
+}
+
+// NewServer registers the micro service on nc. It serves nothing until
+// Handle is called.
+func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts ServerOptions) (*Server, error) {
+	if opts.MaxEventBytes <= 0 {
+		opts.MaxEventBytes = 64 << 10
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        schemas.ServiceName,
+		Version:     opts.Version,
+		Description: opts.Description,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: add micro service: %w", err)
+	}
+	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger}, nil
+}
+
+// Handle serves op with h behind the standard middleware chain.
+func (s *Server) Handle(op schemas.Op, h Handler) error {
+	mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics), Timeout(s.opts.Timeout), Validate(s.validator)}
+	mws = append(mws, s.opts.Middleware...)
+	chain := Chain(h, mws...)
+	err := s.svc.AddEndpoint(op.Endpoint(), micro.HandlerFunc(func(r micro.Request) { s.serve(op, chain, r) }),
+		micro.WithEndpointSubject(op.SubjectPattern()),
+		micro.WithEndpointMetadata(map[string]string{"request_type": op.RequestType, "reply_type": op.ReplyType, "summary": op.Summary}),
+	)
+	if err != nil {
+		return fmt.Errorf("bus: add endpoint %s: %w", op.Endpoint(), err)
+	}
+	s.mu.Lock()
+	s.ops = append(s.ops, op)
+	s.mu.Unlock()
+	return nil
+}
+
+// Operations lists the operations served, in registration order.
+func (s *Server) Operations() []schemas.Op {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]schemas.Op(nil), s.ops...)
+}
+
+// Stop stops taking requests (the endpoint subscriptions are drained) and
+// waits for in-flight requests to finish or ctx to end.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	if err := s.svc.Stop(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bus: in-flight requests did not finish: %w", ctx.Err())
+	}
+}
+
+func headerSize(h micro.Headers) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// serve runs one request through the chain and answers it.
+func (s *Server) serve(op schemas.Op, chain Handler, r micro.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject())}
+	hdr := nats.Header(r.Headers())
+	req.Size = len(r.Data()) + headerSize(r.Headers())
+	if req.Size > s.opts.MaxEventBytes {
+		req.decodeErr = &DecodeError{Code: schemas.CodeEventTooLarge, Reason: fmt.Sprintf("the event is %d bytes; the limit is %d bytes", req.Size, s.opts.MaxEventBytes)}
+		req.Trace = childOf(traceHeader(hdr))
+	} else if e, err := Decode(hdr, r.Data()); err != nil {
+		req.decodeErr = err
+		req.Trace = childOf(traceHeader(hdr))
+	} else {
+		req.Event = e
+	}
+	reply, err := chain.ServeEvent(context.Background(), req)
+	if err == nil && reply == nil {
+		err = fmt.Errorf("handler for %s returned neither a reply nor an error", op.Endpoint())
+	}
+	if err != nil {
+		s.respondError(r, req, err)
+		return
+	}
+	h, body, err := Encode(reply)
+	if err != nil {
+		s.respondError(r, req, fmt.Errorf("encode reply: %w", err))
+		return
+	}
+	if err := r.Respond(body, micro.WithHeaders(micro.Headers(h))); err != nil {
+		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
+	}
+}
+
+// respondError answers with an error CloudEvent; the micro error headers
+// carry the table's status so `nats req` and `nats micro stats` see it.
+func (s *Server) respondError(r micro.Request, req *Request, err error) {
+	f := Classify(err)
+	data := schemas.ErrorData{Code: f.Code, Message: f.Message, RetryAfterMS: f.RetryAfter.Milliseconds()}
+	if req.Event != nil {
+		data.RequestID = req.Event.ID()
+	}
+	e, encErr := NewEvent(schemas.ErrorType, data)
+	if encErr != nil {
+		_ = r.Error("500", "internal error", nil)
+		return
+	}
+	if tp := req.Trace.Traceparent(); tp != "" {
+		e.SetExtension(ExtTraceparent, tp)
+	}
+	h, body, encErr := Encode(e)
+	if encErr != nil {
+		_ = r.Error("500", "internal error", nil)
+		return
+	}
+	desc := string(f.Code) + ": " + oneLine(f.Message)
+	if err := r.Error(strconv.Itoa(f.Status), desc, body, micro.WithHeaders(micro.Headers(h))); err != nil {
+		s.log.Warn("error reply not sent", "subject", req.Subject, "error", err)
+	}
+}
+
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// agentOf returns the agent token of agentauth.<agent>.<area>.<op>.
+func agentOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, schemas.SubjectRoot+".")
+	if !ok {
+		return ""
+	}
+	agent, _, _ := strings.Cut(rest, ".")
+	return agent
+}
+
+// traceHeader finds a traceparent in raw headers (ce-traceparent or a plain
+// traceparent header), for messages that could not be decoded.
+func traceHeader(h nats.Header) string {
+	for k, v := range h {
+		if len(v) > 0 && (strings.EqualFold(k, "ce-traceparent") || strings.EqualFold(k, "traceparent")) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// ReplyError is the typed error a client gets from an error reply.
+type ReplyError struct {
+	schemas.ErrorData
+	Status int
+}
+
+func (e *ReplyError) Error() string {
+	return string(e.Code) + ": " + e.Message
+}
+
+// ErrorCode returns the wire code.
+func (e *ReplyError) ErrorCode() schemas.ErrorCode { return e.Code }
+
+// ParseReply decodes a reply message: the reply event, or a *ReplyError
+// when the service answered with an error event.
+func ParseReply(msg *nats.Msg) (*event.Event, error) {
+	if st := msg.Header.Get("Status"); st == "503" {
+		return nil, &ReplyError{ErrorData: schemas.ErrorData{Code: schemas.CodeUnavailable, Message: "no agentauth instance is serving this subject; is `agentauth serve` running?"}, Status: 503}
+	}
+	e, err := Decode(msg.Header, msg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("bus: reply is not a CloudEvent: %w", err)
+	}
+	if e.Type() == schemas.ErrorType {
+		re := &ReplyError{}
+		if err := json.Unmarshal(e.Data(), &re.ErrorData); err != nil {
+			return nil, fmt.Errorf("bus: error reply unreadable: %w", err)
+		}
+		re.Status, _ = strconv.Atoi(msg.Header.Get(micro.ErrorCodeHeader))
+		return nil, re
+	}
+	return e, nil
+}

@@ -1,0 +1,113 @@
+package bus
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// optional string attributes: null means absent, "" is invalid.
+var optionalAttrs = map[string]bool{"datacontenttype": true, "dataschema": true, "subject": true, "time": true}
+
+// decodeStructured reads the JSON event format strictly: attribute names
+// lower-case alphanumeric, required attributes non-empty strings, optional
+// ones null or non-empty strings, time in RFC 3339, integer extension
+// values, and never both data and data_base64.
+func decodeStructured(data []byte) (*event.Event, error) {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, invalid(schemas.CodeInvalidEvent, "structured event is not a JSON object: %v", err)
+	}
+	if dec.More() {
+		return nil, invalid(schemas.CodeInvalidEvent, "structured event has trailing data after the JSON object")
+	}
+	sv, ok := raw["specversion"]
+	if !ok {
+		return nil, invalid(schemas.CodeInvalidEvent, "specversion is required")
+	}
+	var v string
+	if err := json.Unmarshal(sv, &v); err != nil {
+		return nil, invalid(schemas.CodeInvalidEvent, "specversion must be a string")
+	}
+	if v != schemas.SpecVersion {
+		return nil, invalid(schemas.CodeUnsupportedVersion, "specversion %q is not supported; use %q", v, schemas.SpecVersion)
+	}
+	_, hasData := raw["data"]
+	_, hasB64 := raw["data_base64"]
+	if hasData && hasB64 {
+		return nil, invalid(schemas.CodeInvalidEvent, "data and data_base64 are both set; send one")
+	}
+	for name, val := range raw {
+		switch name {
+		case "data", "data_base64":
+			continue
+		case "id", "source", "type":
+			var s string
+			if err := json.Unmarshal(val, &s); err != nil || s == "" {
+				return nil, invalid(schemas.CodeInvalidEvent, "%s must be a non-empty string", name)
+			}
+			continue
+		}
+		if optionalAttrs[name] {
+			if string(val) == "null" {
+				continue
+			}
+			var s string
+			if err := json.Unmarshal(val, &s); err != nil || s == "" {
+				return nil, invalid(schemas.CodeInvalidEvent, "%s must be a non-empty string or absent", name)
+			}
+			if name == "time" {
+				if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+					return nil, invalid(schemas.CodeInvalidEvent, "time %q is not an RFC 3339 timestamp such as 2026-01-02T15:04:05Z", s)
+				}
+			}
+			continue
+		}
+		if name == "specversion" {
+			continue
+		}
+		if !extName.MatchString(name) {
+			return nil, invalid(schemas.CodeInvalidEvent, "attribute %q: extension names are lower-case letters and digits only", name)
+		}
+		if err := checkExtensionValue(name, val); err != nil {
+			return nil, err
+		}
+	}
+	e := event.New()
+	if err := e.UnmarshalJSON(data); err != nil {
+		return nil, invalid(schemas.CodeInvalidEvent, "%v", err)
+	}
+	if err := check(&e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func checkExtensionValue(name string, val json.RawMessage) error {
+	t := bytes.TrimSpace(val)
+	if len(t) == 0 {
+		return invalid(schemas.CodeInvalidEvent, "extension %q has no value", name)
+	}
+	switch t[0] {
+	case '"', 't', 'f':
+		return nil
+	case '{', '[':
+		return invalid(schemas.CodeInvalidEvent, "extension %q must be a string, integer or boolean", name)
+	case 'n':
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(t, &n); err != nil {
+		return invalid(schemas.CodeInvalidEvent, "extension %q must be a string, integer or boolean", name)
+	}
+	if _, err := n.Int64(); err != nil {
+		return invalid(schemas.CodeInvalidEvent, "extension %q must be an integer, not %s", name, n)
+	}
+	return nil
+}

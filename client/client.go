@@ -1,0 +1,190 @@
+// Package client is the agent-side Go SDK of agentauth: connect as an
+// agent, send request events and get typed replies or typed errors, and
+// receive the agent's durable event feed.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// Options say how an agent reaches agentauth.
+type Options struct {
+	URL       string // NATS URL; default nats://127.0.0.1:4222
+	CredsFile string // the agent's credentials file
+	Agent     string // the agent id
+	// InboxPrefix receives replies; default _INBOX_<agent>, the prefix the
+	// agent's NATS permissions allow.
+	InboxPrefix string
+	Timeout     time.Duration // per request when ctx has no deadline; default 10s
+	Logger      *slog.Logger
+}
+
+// Client is a connected agent. It is safe for concurrent use.
+type Client struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	agent   string
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// Error is a typed error reply from agentauth: a stable Code and a Message
+// a person can act on.
+type Error struct {
+	Code       schemas.ErrorCode
+	Message    string
+	RetryAfter time.Duration
+	RequestID  string
+	Status     int
+}
+
+func (e *Error) Error() string { return "agentauth: " + string(e.Code) + ": " + e.Message }
+
+// InboxPrefix is the reply inbox prefix of an agent.
+func InboxPrefix(agent string) string { return "_INBOX_" + agent }
+
+// Connect connects agent to agentauth.
+func Connect(ctx context.Context, o Options) (*Client, error) {
+	if err := schemas.ValidAgentID(o.Agent); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if o.URL == "" {
+		o.URL = nats.DefaultURL
+	}
+	if o.InboxPrefix == "" {
+		o.InboxPrefix = InboxPrefix(o.Agent)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	nc, err := bus.Connect(bus.ConnOptions{URL: o.URL, Name: "agent-" + o.Agent, CredsFile: o.CredsFile, InboxPrefix: o.InboxPrefix})
+	if err != nil {
+		return nil, err
+	}
+	js, err := bus.JetStream(nc, nil)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Client{nc: nc, js: js, agent: o.Agent, timeout: o.Timeout, log: o.Logger}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	c.nc.Close()
+	return nil
+}
+
+// Agent is the agent id this client acts as.
+func (c *Client) Agent() string { return c.agent }
+
+// NewRequest builds a request event for op with data, sourced from this
+// agent.
+func (c *Client) NewRequest(op schemas.Op, data any) (*event.Event, error) {
+	e, err := bus.NewEvent(op.RequestType, data)
+	if err != nil {
+		return nil, err
+	}
+	e.SetSource(schemas.AgentSource(c.agent))
+	return e, nil
+}
+
+// Send sends a request event for op and returns the reply event, or an
+// *Error for an error reply.
+func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*event.Event, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	h, body, err := bus.Encode(req)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := c.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: schemas.Subject(c.agent, op), Header: h, Data: body})
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, &Error{Code: schemas.CodeUnavailable, Message: "no agentauth instance is serving " + schemas.Subject(c.agent, op) + "; is `agentauth serve` running?", Status: 503}
+		}
+		return nil, fmt.Errorf("agentauth %s.%s: %w", op.Area, op.Name, err)
+	}
+	reply, err := bus.ParseReply(msg)
+	if err != nil {
+		var re *bus.ReplyError
+		if errors.As(err, &re) {
+			return nil, &Error{Code: re.Code, Message: re.Message, RetryAfter: time.Duration(re.RetryAfterMS) * time.Millisecond, RequestID: re.RequestID, Status: re.Status}
+		}
+		return nil, err
+	}
+	return reply, nil
+}
+
+// Do sends data as a request for op and decodes the reply's data into out.
+func (c *Client) Do(ctx context.Context, op schemas.Op, data, out any) error {
+	req, err := c.NewRequest(op, data)
+	if err != nil {
+		return err
+	}
+	reply, err := c.Send(ctx, op, req)
+	if err != nil {
+		return err
+	}
+	if reply.Type() != op.ReplyType {
+		return fmt.Errorf("agentauth %s.%s: unexpected reply type %q", op.Area, op.Name, reply.Type())
+	}
+	return bus.DecodeData(reply, out)
+}
+
+// SysInfo asks for the service version, capabilities and server time.
+func (c *Client) SysInfo(ctx context.Context) (*schemas.SysInfo, error) {
+	var out schemas.SysInfo
+	if err := c.Do(ctx, schemas.OpSysInfo, schemas.SysInfoRequest{}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// EventHandler handles one event of the agent's feed. Returning nil
+// acknowledges it; an error has it redelivered later.
+type EventHandler func(ctx context.Context, e *event.Event) error
+
+// Subscription is a running feed subscription.
+type Subscription struct{ cc jetstream.ConsumeContext }
+
+// Stop stops delivery; unacknowledged events are delivered again next time.
+func (s *Subscription) Stop() { s.cc.Stop() }
+
+// Events delivers the agent's durable event feed (agentauth.events.<agent>.>)
+// to h, starting with whatever arrived while the agent was away. The
+// consumer is durable ("agent-<id>"), so acknowledged events are not
+// delivered again after a restart.
+func (c *Client) Events(ctx context.Context, h EventHandler) (*Subscription, error) {
+	cc, err := bus.Consume(ctx, c.js, bus.ConsumerOptions{
+		Stream:  schemas.StreamEvents,
+		Durable: "agent-" + c.agent,
+		Filter:  []string{schemas.EventsSubject(c.agent) + ".>"},
+	}, nil, c.log, func(ctx context.Context, d *bus.Delivery) error {
+		if err := h(ctx, d.Event); err != nil {
+			return &bus.Error{Code: schemas.CodeUnavailable, Message: "agent handler failed", Err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Subscription{cc: cc}, nil
+}

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the effective configuration of `agentauth serve`. Each field
+// comes from, in order of precedence: a flag, an AGENTAUTH_* environment
+// variable, the YAML file named by --config, the default.
+type Config struct {
+	DataDir         string
+	NATSListen      string
+	NATSURL         string
+	NATSCreds       string
+	NATSNKey        string
+	NATSUser        string
+	NATSPassword    string
+	NATSToken       string
+	NATSTLSCA       string
+	NATSTLSCert     string
+	NATSTLSKey      string
+	HTTPListen      string
+	JetStreamSync   string
+	StreamReplicas  int
+	AuditMaxAge     time.Duration
+	EventsMaxAge    time.Duration
+	MaxEventBytes   int
+	RequestTimeout  time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// option is one configuration setting: its flag name (also its YAML key),
+// environment variable, default, help and whether its value is secret.
+type option struct {
+	name   string
+	usage  string
+	secret bool
+	ptr    func(*Config) any // *string, *int or *time.Duration
+	def    string
+}
+
+var options = []option{
+	{name: "data-dir", def: "./agentauth-data", usage: "directory for the JetStream store, keys and vault data", ptr: func(c *Config) any { return &c.DataDir }},
+	{name: "nats-listen", def: "127.0.0.1:4222", usage: "address of the embedded nats-server (ignored with --nats-url)", ptr: func(c *Config) any { return &c.NATSListen }},
+	{name: "nats-url", usage: "use this NATS server or cluster instead of the embedded one (e.g. nats://nats1:4222,nats://nats2:4222)", ptr: func(c *Config) any { return &c.NATSURL }},
+	{name: "nats-creds", usage: "credentials file for --nats-url", ptr: func(c *Config) any { return &c.NATSCreds }},
+	{name: "nats-nkey", usage: "nkey seed file for --nats-url", ptr: func(c *Config) any { return &c.NATSNKey }},
+	{name: "nats-user", usage: "user name for --nats-url", ptr: func(c *Config) any { return &c.NATSUser }},
+	{name: "nats-password", secret: true, usage: "password for --nats-url", ptr: func(c *Config) any { return &c.NATSPassword }},
+	{name: "nats-token", secret: true, usage: "token for --nats-url", ptr: func(c *Config) any { return &c.NATSToken }},
+	{name: "nats-tls-ca", usage: "CA certificate file to verify --nats-url", ptr: func(c *Config) any { return &c.NATSTLSCA }},
+	{name: "nats-tls-cert", usage: "client certificate file for --nats-url", ptr: func(c *Config) any { return &c.NATSTLSCert }},
+	{name: "nats-tls-key", secret: false, usage: "client key file for --nats-url", ptr: func(c *Config) any { return &c.NATSTLSKey }},
+	{name: "http-listen", def: "127.0.0.1:8080", usage: "address of the HTTP edge (/healthz, /readyz, /metrics)", ptr: func(c *Config) any { return &c.HTTPListen }},
+	{name: "jetstream-sync", def: "2m", usage: "embedded JetStream fsync policy: an interval (default 2m, nats-server's own: acknowledged writes survive a process crash but those of the last interval can be lost on power failure or a kernel crash) or 'always' (every write fsynced before it is acknowledged: survives power loss, costs throughput; see docs/BENCHMARKS.md)", ptr: func(c *Config) any { return &c.JetStreamSync }},
+	{name: "stream-replicas", def: "1", usage: "replicas of agentauth's streams (3 on a NATS cluster)", ptr: func(c *Config) any { return &c.StreamReplicas }},
+	{name: "audit-max-age", def: "0s", usage: "how long the audit stream keeps events (0 = forever)", ptr: func(c *Config) any { return &c.AuditMaxAge }},
+	{name: "events-max-age", def: "168h", usage: "how long an agent's event feed keeps events", ptr: func(c *Config) any { return &c.EventsMaxAge }},
+	{name: "max-event-bytes", def: "65536", usage: "largest accepted request (headers + data), checked before decoding", ptr: func(c *Config) any { return &c.MaxEventBytes }},
+	{name: "request-timeout", def: "10s", usage: "time limit of one request", ptr: func(c *Config) any { return &c.RequestTimeout }},
+	{name: "shutdown-timeout", def: "15s", usage: "time given to in-flight requests on shutdown", ptr: func(c *Config) any { return &c.ShutdownTimeout }},
+	{name: "log-level", def: "info", usage: "debug, info, warn or error", ptr: func(c *Config) any { return &c.LogLevel }},
+	{name: "log-format", def: "text", usage: "text or json", ptr: func(c *Config) any { return &c.LogFormat }},
+}
+
+func envName(flag string) string {
+	return "AGENTAUTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func setValue(p any, s string) error {
+	switch v := p.(type) {
+	case *string:
+		*v = s
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		*v = n
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 30s, 5m or 24h", s)
+		}
+		*v = d
+	default:
+		return fmt.Errorf("unsupported option type %T", p)
+	}
+	return nil
+}
+
+func getValue(p any) string {
+	switch v := p.(type) {
+	case *string:
+		return *v
+	case *int:
+		return strconv.Itoa(*v)
+	case *time.Duration:
+		return v.String()
+	}
+	return ""
+}
+
+// configFlags holds the raw flag values of the serve-like commands.
+type configFlags struct {
+	file string
+	vals map[string]*string
+	fs   *pflag.FlagSet
+}
+
+func addConfigFlags(fs *pflag.FlagSet) *configFlags {
+	cf := &configFlags{vals: map[string]*string{}, fs: fs}
+	fs.StringVar(&cf.file, "config", "", "YAML configuration file (keys are the flag names); env AGENTAUTH_CONFIG")
+	for _, o := range options {
+		def := o.def
+		if o.secret {
+			def = ""
+		}
+		cf.vals[o.name] = fs.String(o.name, def, o.usage+" (env "+envName(o.name)+")")
+	}
+	return cf
+}
+
+// load resolves the configuration: defaults, then the YAML file, then the
+// environment, then flags. sources says where each value came from.
+func (cf *configFlags) load(getenv func(string) string) (Config, map[string]string, error) {
+	var c Config
+	src := map[string]string{}
+	for _, o := range options {
+		if err := setValue(o.ptr(&c), o.def); err != nil && o.def != "" {
+			return c, nil, fmt.Errorf("default of %s: %w", o.name, err)
+		}
+		src[o.name] = "default"
+	}
+	file := cf.file
+	if file == "" {
+		file = getenv("AGENTAUTH_CONFIG")
+	}
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return c, nil, fmt.Errorf("config file: %w", err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(raw, &m); err != nil {
+			return c, nil, fmt.Errorf("config file %s is not valid YAML: %w", file, err)
+		}
+		for k, v := range m {
+			o, ok := lookupOption(k)
+			if !ok {
+				return c, nil, fmt.Errorf("config file %s: unknown key %q; keys are the flag names: %s", file, k, optionNames())
+			}
+			if err := setValue(o.ptr(&c), fmt.Sprint(v)); err != nil {
+				return c, nil, fmt.Errorf("config file %s: %s: %w", file, k, err)
+			}
+			src[k] = "file"
+		}
+	}
+	for _, o := range options {
+		if v := getenv(envName(o.name)); v != "" {
+			if err := setValue(o.ptr(&c), v); err != nil {
+				return c, nil, fmt.Errorf("%s: %w", envName(o.name), err)
+			}
+			src[o.name] = "env"
+		}
+	}
+	for _, o := range options {
+		if cf.fs.Changed(o.name) {
+			if err := setValue(o.ptr(&c), *cf.vals[o.name]); err != nil {
+				return c, nil, fmt.Errorf("--%s: %w", o.name, err)
+			}
+			src[o.name] = "flag"
+		}
+	}
+	return c, src, c.validate()
+}
+
+func lookupOption(name string) (option, bool) {
+	for _, o := range options {
+		if o.name == name {
+			return o, true
+		}
+	}
+	return option{}, false
+}
+
+func optionNames() string {
+	names := make([]string, len(options))
+	for i, o := range options {
+		names[i] = o.name
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// syncPolicy interprets JetStreamSync.
+func (c Config) syncPolicy() (always bool, interval time.Duration, err error) {
+	if c.JetStreamSync == "always" {
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(c.JetStreamSync)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("jetstream-sync %q: use 'always' or a positive interval such as 2m", c.JetStreamSync)
+	}
+	return false, d, nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir must not be empty"))
+	}
+	if _, _, err := c.syncPolicy(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		errs = append(errs, fmt.Errorf("stream-replicas %d: use 1 to 5", c.StreamReplicas))
+	}
+	if c.MaxEventBytes < 1024 || c.MaxEventBytes > 1<<20 {
+		errs = append(errs, fmt.Errorf("max-event-bytes %d: use 1024 to 1048576", c.MaxEventBytes))
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("request-timeout must be positive"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log-level %q: use debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log-format %q: use text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// printConfig writes the effective configuration as a table, secrets masked.
+func printConfig(w io.Writer, c Config, src map[string]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE\tENV")
+	for _, o := range options {
+		v := getValue(o.ptr(&c))
+		if o.secret && v != "" {
+			v = "******** (set)"
+		}
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.name, v, src[o.name], envName(o.name))
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,99 @@
+// Package schemas is the wire vocabulary of agentauth: CloudEvent type
+// constants, one Go struct per event data payload, the JSON Schemas those
+// payloads must satisfy (embedded) and the AsyncAPI document describing every
+// channel. It performs no I/O.
+package schemas
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// SubjectRoot is the first token of every agentauth subject.
+const SubjectRoot = "agentauth"
+
+// SpecVersion is the only CloudEvents spec version agentauth accepts.
+const SpecVersion = "1.0"
+
+// ServiceName is the NATS micro service name (`nats micro ls`).
+const ServiceName = "agentauth"
+
+// Reserved are the second subject tokens that are not agent ids: the
+// agent registry refuses them as agent names. Append only.
+var Reserved = []string{"events", "notify", "audit", "admin", "sys", "bench", "svc", "_INBOX", "$SRV", "internal"}
+
+var agentIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidAgentID reports whether id can stand as the agent token of a subject:
+// lower-case letters, digits, '-' and '_', at most 63 characters, and not a
+// reserved name.
+func ValidAgentID(id string) error {
+	if !agentIDPattern.MatchString(id) {
+		return fmt.Errorf("agent id %q must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit", id)
+	}
+	for _, r := range Reserved {
+		if strings.EqualFold(r, id) {
+			return fmt.Errorf("agent id %q is reserved", id)
+		}
+	}
+	return nil
+}
+
+// AgentSource is the CloudEvent source an agent must use: the handler
+// rejects a request whose source differs from the agent in its subject.
+func AgentSource(agent string) string { return "/agents/" + agent }
+
+// ServiceSource is the CloudEvent source of events agentauth emits.
+const ServiceSource = "/agentauth"
+
+// Subject returns the request subject of op for agent.
+func Subject(agent string, op Op) string {
+	return SubjectRoot + "." + agent + "." + op.Area + "." + op.Name
+}
+
+// AuditSubject is the audit stream subject for an area and event name.
+func AuditSubject(area, name string) string {
+	return SubjectRoot + ".audit." + area + "." + name
+}
+
+// EventsSubject is the prefix of an agent's durable event feed.
+func EventsSubject(agent string) string { return SubjectRoot + ".events." + agent }
+
+// Stream names. Append only.
+const (
+	StreamAudit  = "AGENTAUTH_AUDIT"
+	StreamEvents = "AGENTAUTH_EVENTS"
+)
+
+// Op is one request/reply operation served on
+// agentauth.<agent>.<Area>.<Name>.
+type Op struct {
+	Area        string
+	Name        string
+	RequestType string // CloudEvent type of the request
+	ReplyType   string // CloudEvent type of a successful reply
+	Summary     string
+}
+
+// Endpoint is the micro endpoint name of the op (letters, digits, '-').
+func (o Op) Endpoint() string { return o.Area + "-" + o.Name }
+
+// SubjectPattern is the wildcard subject the service subscribes to.
+func (o Op) SubjectPattern() string { return SubjectRoot + ".*." + o.Area + "." + o.Name }
+
+// Operations lists every request/reply operation in the API. The AsyncAPI
+// document must describe each one (a test keeps them in sync). Append only.
+var Operations = []Op{
+	OpSysInfo,
+}
+
+// Lookup returns the op registered for area and name.
+func Lookup(area, name string) (Op, bool) {
+	for _, o := range Operations {
+		if o.Area == area && o.Name == name {
+			return o, true
+		}
+	}
+	return Op{}, false
+}

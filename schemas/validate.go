@@ -1,0 +1,133 @@
+package schemas
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+)
+
+//go:embed json/*.json
+var schemaFS embed.FS
+
+//go:embed asyncapi.yaml
+var AsyncAPI []byte
+
+// ErrNoSchema is returned by Validate for a type without a schema.
+var ErrNoSchema = errors.New("no schema for event type")
+
+// Validator validates event data against the embedded JSON Schemas. It is
+// safe for concurrent use.
+type Validator struct {
+	byType map[string]*jsonschema.Schema
+}
+
+// NewValidator compiles every embedded schema.
+func NewValidator() (*Validator, error) {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	names, err := fs.Glob(schemaFS, "json/*.json")
+	if err != nil {
+		return nil, err
+	}
+	v := &Validator{byType: make(map[string]*jsonschema.Schema, len(names))}
+	for _, name := range names {
+		raw, err := schemaFS.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", name, err)
+		}
+		url := "mem:///" + name
+		if err := c.AddResource(url, doc); err != nil {
+			return nil, fmt.Errorf("schema %s: %w", name, err)
+		}
+		sch, err := c.Compile(url)
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", name, err)
+		}
+		typ := strings.TrimSuffix(strings.TrimPrefix(name, "json/"), ".json")
+		v.byType[typ] = sch
+	}
+	return v, nil
+}
+
+// MustValidator is NewValidator for package initialisation and tests.
+func MustValidator() *Validator {
+	v, err := NewValidator()
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Types lists the event types that have a schema.
+func (v *Validator) Types() []string {
+	out := make([]string, 0, len(v.byType))
+	for t := range v.byType {
+		out = append(out, t)
+	}
+	return out
+}
+
+// Schema returns the raw JSON Schema of an event type.
+func Schema(typ string) ([]byte, error) {
+	return schemaFS.ReadFile("json/" + typ + ".json")
+}
+
+// Validate checks data (JSON) against the schema of typ. An empty data is
+// validated as {}. The error message names the failing location and is
+// meant for a person.
+func (v *Validator) Validate(typ string, data []byte) error {
+	sch, ok := v.byType[typ]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrNoSchema, typ)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("data is not valid JSON: %v", err)
+	}
+	if err := sch.Validate(doc); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return errors.New(describe(ve))
+		}
+		return err
+	}
+	return nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+// describe flattens a validation error into one line: the deepest causes,
+// each with its JSON pointer.
+func describe(ve *jsonschema.ValidationError) string {
+	var parts []string
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if len(e.Causes) == 0 {
+			loc := "/" + strings.Join(e.InstanceLocation, "/")
+			parts = append(parts, fmt.Sprintf("at %s: %s", loc, e.ErrorKind.LocalizedString(printer)))
+			return
+		}
+		for _, c := range e.Causes {
+			walk(c)
+		}
+	}
+	walk(ve)
+	if len(parts) > 5 {
+		parts = append(parts[:5], fmt.Sprintf("and %d more", len(parts)-5))
+	}
+	return "data does not match its schema: " + strings.Join(parts, "; ")
+}
