@@ -30,8 +30,9 @@ func NewAuditor(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance s
 	return &Auditor{js: js, log: log, metrics: m, instance: instance}
 }
 
-// Record appends one audit event of type typ on agentauth.audit.<area>.<name>.
-func (a *Auditor) Record(area, name, typ string, trace TraceContext, data any) {
+// Record appends one audit event of type typ on
+// agentauth.audit.<area>.<object>.<verb>.
+func (a *Auditor) Record(area, object, verb, typ string, trace TraceContext, data any) {
 	e, err := NewEvent(typ, data)
 	if err != nil {
 		a.log.Error("audit event not encoded", "type", typ, "error", err)
@@ -48,7 +49,7 @@ func (a *Auditor) Record(area, name, typ string, trace TraceContext, data any) {
 		return
 	}
 	h[HeaderMsgID] = []string{e.ID()}
-	msg := &nats.Msg{Subject: schemas.AuditSubject(area, name), Header: h, Data: body}
+	msg := &nats.Msg{Subject: schemas.AuditSubject(area, object, verb), Header: h, Data: body}
 	if _, err := a.js.PublishMsgAsync(msg); err != nil {
 		a.log.Error("audit event not published", "subject", msg.Subject, "error", err)
 		a.metrics.AuditFailures.Inc()
@@ -67,7 +68,7 @@ func (a *Auditor) Flush(ctx context.Context) error {
 }
 
 // AuditRequests records every request — served, rejected as bad input, or
-// failed — on the audit stream, after the reply is decided. Only facts go
+// failed — on the audit stream (agentauth.audit.<area>.<op>.ok|rejected|failed), after the reply is decided. Only facts go
 // in: agent, subject, event id and type, outcome code, public message,
 // duration, trace.
 func AuditRequests(a *Auditor) Middleware {
@@ -92,7 +93,14 @@ func AuditRequests(a *Auditor) Middleware {
 				f := Classify(err)
 				rec.Outcome, rec.Code, rec.Message = "error", f.Code, f.Message
 			}
-			a.Record(req.Op.Area, req.Op.Name, schemas.TypeAuditRequest, req.Trace, rec)
+			verb := "ok"
+			if err != nil {
+				verb = "rejected"
+				if f := Classify(err); f.Internal || f.Status >= 500 {
+					verb = "failed"
+				}
+			}
+			a.Record(req.Op.Area, req.Op.Name, verb, schemas.TypeAuditRequest, req.Trace, rec)
 			return reply, err
 		})
 	}

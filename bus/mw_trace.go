@@ -42,14 +42,12 @@ func ParseTraceparent(s string) (t TraceContext, ok bool) {
 	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || s[:2] == "ff" {
 		return t, false
 	}
-	if s[:2] == "00" && len(s) != 55 {
+	// Version 00 is exactly 55 characters; a later version may append
+	// fields, each after a dash.
+	if s[:2] == "00" && len(s) != 55 || len(s) > 55 && s[55] != '-' {
 		return t, false
 	}
-	var ver [1]byte
-	if _, err := hex.Decode(ver[:], []byte(s[:2])); err != nil {
-		return t, false
-	}
-	if !isLowerHex(s[3:35]) || !isLowerHex(s[36:52]) || !isLowerHex(s[53:55]) {
+	if !isLowerHex(s[:2]) || !isLowerHex(s[3:35]) || !isLowerHex(s[36:52]) || !isLowerHex(s[53:55]) {
 		return t, false
 	}
 	_, _ = hex.Decode(t.TraceID[:], []byte(s[3:35]))

@@ -128,6 +128,13 @@ func headerSize(h micro.Headers) int {
 func (s *Server) serve(op schemas.Op, chain Handler, r micro.Request) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
+	defer func() {
+		// The chain has its own Recover; this guards decoding and encoding.
+		if p := recover(); p != nil {
+			s.log.Error("panic serving request", "subject", r.Subject(), "panic", fmt.Sprint(p))
+			_ = r.Error("500", "internal error", nil)
+		}
+	}()
 	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject())}
 	hdr := nats.Header(r.Headers())
 	req.Size = len(r.Data()) + headerSize(r.Headers())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -15,9 +16,15 @@ var optionalAttrs = map[string]bool{"datacontenttype": true, "dataschema": true,
 
 // decodeStructured reads the JSON event format strictly: attribute names
 // lower-case alphanumeric, required attributes non-empty strings, optional
-// ones null or non-empty strings, time in RFC 3339, integer extension
-// values, and never both data and data_base64.
+// ones null or non-empty strings, time in RFC 3339, extension values
+// booleans, integers or non-empty strings (an empty ce- header is refused,
+// so an empty string could not be re-encoded), and never both data and
+// data_base64.
 func decodeStructured(data []byte) (*event.Event, error) {
+	if !utf8.Valid(data) {
+		// encoding/json would read U+FFFD where the sdk keeps the raw bytes.
+		return nil, invalid(schemas.CodeInvalidEvent, "structured event is not valid UTF-8; JSON text must be UTF-8")
+	}
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -52,6 +59,9 @@ func decodeStructured(data []byte) (*event.Event, error) {
 			if err := json.Unmarshal(val, &s); err != nil || s == "" {
 				return nil, invalid(schemas.CodeInvalidEvent, "%s must be a non-empty string", name)
 			}
+			if name != "source" && padded(s) {
+				return nil, invalid(schemas.CodeInvalidEvent, "%s %q starts or ends with white space", name, s)
+			}
 			continue
 		}
 		if optionalAttrs[name] {
@@ -61,6 +71,9 @@ func decodeStructured(data []byte) (*event.Event, error) {
 			var s string
 			if err := json.Unmarshal(val, &s); err != nil || s == "" {
 				return nil, invalid(schemas.CodeInvalidEvent, "%s must be a non-empty string or absent", name)
+			}
+			if name == "subject" && padded(s) {
+				return nil, invalid(schemas.CodeInvalidEvent, "subject %q starts or ends with white space", s)
 			}
 			if name == "time" {
 				if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
@@ -79,6 +92,25 @@ func decodeStructured(data []byte) (*event.Event, error) {
 			return nil, err
 		}
 	}
+	// null means absent, but the sdk reads a null datacontenttype that
+	// follows specversion as "" and then rejects it: drop null attributes
+	// before the sdk sees them.
+	dropped := false
+	for name, val := range raw {
+		if name != "data" && name != "data_base64" && string(val) == "null" {
+			delete(raw, name)
+			dropped = true
+		}
+	}
+	if dropped {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(raw); err != nil {
+			return nil, invalid(schemas.CodeInvalidEvent, "%v", err)
+		}
+		data = b.Bytes()
+	}
 	e := event.New()
 	if err := e.UnmarshalJSON(data); err != nil {
 		return nil, invalid(schemas.CodeInvalidEvent, "%v", err)
@@ -95,7 +127,13 @@ func checkExtensionValue(name string, val json.RawMessage) error {
 		return invalid(schemas.CodeInvalidEvent, "extension %q has no value", name)
 	}
 	switch t[0] {
-	case '"', 't', 'f':
+	case '"':
+		if string(t) == `""` {
+			// Binary mode cannot carry it either: an empty ce- header is refused.
+			return invalid(schemas.CodeInvalidEvent, "extension %q is empty; omit it instead of sending it empty", name)
+		}
+		return nil
+	case 't', 'f':
 		return nil
 	case '{', '[':
 		return invalid(schemas.CodeInvalidEvent, "extension %q must be a string, integer or boolean", name)

@@ -188,3 +188,7 @@ func (c *Client) Events(ctx context.Context, h EventHandler) (*Subscription, err
 	}
 	return &Subscription{cc: cc}, nil
 }
+
+// Conn is the client's NATS connection, for tools that need the raw bus
+// (the benchmark's baseline, for instance).
+func (c *Client) Conn() *nats.Conn { return c.nc }

@@ -9,21 +9,21 @@ type ErrorCode string
 
 // Error codes.
 const (
-	CodeEventTooLarge        ErrorCode = "event_too_large"
-	CodeInvalidEvent         ErrorCode = "invalid_event"
-	CodeUnsupportedVersion   ErrorCode = "unsupported_specversion"
+	CodeEventTooLarge         ErrorCode = "event_too_large"
+	CodeInvalidEvent          ErrorCode = "invalid_event"
+	CodeUnsupportedVersion    ErrorCode = "unsupported_specversion"
 	CodeInvalidHeaderEncoding ErrorCode = "invalid_header_encoding"
-	CodeUnknownType          ErrorCode = "unknown_type"
-	CodeUnsupportedContent   ErrorCode = "unsupported_content_type"
-	CodeSchemaViolation      ErrorCode = "schema_violation"
-	CodeSourceMismatch       ErrorCode = "source_mismatch"
-	CodeUnauthenticated      ErrorCode = "unauthenticated"
-	CodeForbidden            ErrorCode = "forbidden"
-	CodeNotFound             ErrorCode = "not_found"
-	CodeConflict             ErrorCode = "conflict"
-	CodeTimeout              ErrorCode = "timeout"
-	CodeUnavailable          ErrorCode = "unavailable"
-	CodeInternal             ErrorCode = "internal"
+	CodeUnknownType           ErrorCode = "unknown_type"
+	CodeUnsupportedContent    ErrorCode = "unsupported_content_type"
+	CodeSchemaViolation       ErrorCode = "schema_violation"
+	CodeSourceMismatch        ErrorCode = "source_mismatch"
+	CodeUnauthenticated       ErrorCode = "unauthenticated"
+	CodeForbidden             ErrorCode = "forbidden"
+	CodeNotFound              ErrorCode = "not_found"
+	CodeConflict              ErrorCode = "conflict"
+	CodeTimeout               ErrorCode = "timeout"
+	CodeUnavailable           ErrorCode = "unavailable"
+	CodeInternal              ErrorCode = "internal"
 )
 
 // ErrorData is the data of an error reply (type ErrorType).

@@ -52,9 +52,13 @@ func Subject(agent string, op Op) string {
 	return SubjectRoot + "." + agent + "." + op.Area + "." + op.Name
 }
 
-// AuditSubject is the audit stream subject for an area and event name.
-func AuditSubject(area, name string) string {
-	return SubjectRoot + ".audit." + area + "." + name
+// AuditSubject is the audit stream subject agentauth.audit.<area>.<object>.<verb>,
+// e.g. agentauth.audit.sys.info.ok or agentauth.audit.vault.token.issued.
+// Audit subjects have five tokens so that they can never match a request
+// subject (agentauth.<agent>.<area>.<op>, four tokens): the service
+// subscribes to agentauth.*.<area>.<op> and must not receive its own audit.
+func AuditSubject(area, object, verb string) string {
+	return SubjectRoot + ".audit." + area + "." + object + "." + verb
 }
 
 // EventsSubject is the prefix of an agent's durable event feed.

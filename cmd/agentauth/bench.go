@@ -1,7 +1,386 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+type benchFlags struct {
+	scenarios   []string
+	n, warmup   int
+	concurrency []int
+	rounds      int
+	jsonOut     bool
+	natsURL     string
+	sync        string
+	agent       string
+	noProgress  bool
+	cpuProfile  string
+}
+
+// benchEnv is what a scenario runs against: an agentauth instance reached
+// over TCP loopback, and a way to dial more connections of the same kind.
+type benchEnv struct {
+	natsURL string
+	agent   *client.Client
+	dial    func(name string) (*nats.Conn, error)
+}
+
+// benchOp is one timed operation.
+type benchOp func(ctx context.Context) error
+
+// scenario pairs an operation with its physical limit, both measured in
+// the same run.
+type scenario struct {
+	name  string
+	limit string
+	// setup returns the operation and its baseline, and a cleanup.
+	setup func(ctx context.Context, env *benchEnv) (op, baseline benchOp, cleanup func(), err error)
+}
+
+var scenarios = []scenario{
+	{name: "sys.info", limit: "nats echo", setup: setupSysInfo},
+}
+
+func scenarioNames() []string {
+	var s []string
+	for _, sc := range scenarios {
+		s = append(s, sc.name)
+	}
+	return s
+}
 
 func newBenchCmd() *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "Benchmark scenarios against their physical limit measured in the same run"}
+	f := &benchFlags{}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark scenarios side by side with their physical limit measured in the same run",
+		Long: `Runs each scenario at each concurrency, alternating rounds of the scenario and of its
+limit (for request/reply scenarios: a raw NATS request/reply echo responder with the same
+payload and header sizes on the same server and connection type). Reports the median over
+rounds of p50, p99 and throughput, and the ratios to the limit.
+
+Without --nats-url it starts an agentauth instance in this process (embedded NATS on a free
+loopback port, a temporary data dir) and talks to it over TCP loopback.`,
+		Example: `  agentauth bench
+  agentauth bench --scenario sys.info --n 50000 --concurrency 1,16 --rounds 3 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.scenarios, "scenario", scenarioNames(), "scenarios to run: "+strings.Join(scenarioNames(), ", "))
+	fl.IntVar(&f.n, "n", 20000, "requests per round")
+	fl.IntVar(&f.warmup, "warmup", 2000, "untimed requests before each scenario")
+	fl.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "concurrent requesters")
+	fl.IntVar(&f.rounds, "rounds", 3, "alternating rounds of scenario and limit; medians are reported")
+	fl.BoolVar(&f.jsonOut, "json", false, "print results as JSON")
+	fl.StringVar(&f.natsURL, "nats-url", "", "benchmark a running instance at this NATS URL instead of starting one")
+	fl.StringVar(&f.sync, "jetstream-sync", "2m", "fsync policy of the instance the bench starts")
+	fl.StringVar(&f.agent, "agent", "bench-agent", "agent id to act as")
+	fl.BoolVar(&f.noProgress, "no-progress", false, "do not draw progress bars")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (service and load) to this file")
+	return cmd
+}
+
+// Stats of one measured run.
+type Stats struct {
+	P50        time.Duration `json:"p50_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	Throughput float64       `json:"throughput_per_s"`
+	Errors     int           `json:"errors"`
+}
+
+// BenchResult is one row of the report.
+type BenchResult struct {
+	Scenario    string  `json:"scenario"`
+	Limit       string  `json:"limit"`
+	Concurrency int     `json:"concurrency"`
+	N           int     `json:"n"`
+	Rounds      int     `json:"rounds"`
+	Op          Stats   `json:"op"`
+	Baseline    Stats   `json:"limit_stats"`
+	P50Ratio    float64 `json:"p50_ratio"`
+	TputRatio   float64 `json:"throughput_ratio"`
+}
+
+func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if f.n <= 0 || f.rounds <= 0 || len(f.concurrency) == 0 {
+		return fmt.Errorf("--n, --rounds and --concurrency must be positive")
+	}
+	var selected []scenario
+	for _, name := range f.scenarios {
+		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
+		if i < 0 {
+			return fmt.Errorf("unknown scenario %q; choose from %s", name, strings.Join(scenarioNames(), ", "))
+		}
+		selected = append(selected, scenarios[i])
+	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	natsURL := f.natsURL
+	if natsURL == "" {
+		dir, err := os.MkdirTemp("", "agentauth-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg := benchConfig(dir, f.sync)
+		m := NewMain(cfg, newLogger(errw, "warn", "text"))
+		if err := m.Run(ctx); err != nil {
+			_ = m.Close(context.Background())
+			return err
+		}
+		defer m.Close(context.Background())
+		natsURL = m.NATSURL()
+		fmt.Fprintf(errw, "bench: started agentauth (embedded NATS %s, jetstream-sync %s)\n", natsURL, f.sync)
+	}
+	agent, err := client.Connect(ctx, client.Options{URL: natsURL, Agent: f.agent})
+	if err != nil {
+		return err
+	}
+	defer agent.Close()
+	env := &benchEnv{natsURL: natsURL, agent: agent, dial: func(name string) (*nats.Conn, error) {
+		return bus.Connect(bus.ConnOptions{URL: natsURL, Name: name})
+	}}
+	var results []BenchResult
+	for _, sc := range selected {
+		op, base, cleanup, err := sc.setup(ctx, env)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.name, err)
+		}
+		for _, c := range f.concurrency {
+			if c <= 0 {
+				return fmt.Errorf("--concurrency %d must be positive", c)
+			}
+			measure(ctx, op, f.warmup, c, nil)
+			measure(ctx, base, f.warmup, c, nil)
+			var ops, bases []Stats
+			for r := 0; r < f.rounds; r++ {
+				bases = append(bases, measure(ctx, base, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.limit, c, r+1, f.rounds))))
+				ops = append(ops, measure(ctx, op, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.name, c, r+1, f.rounds))))
+			}
+			res := BenchResult{Scenario: sc.name, Limit: sc.limit, Concurrency: c, N: f.n, Rounds: f.rounds, Op: medianStats(ops), Baseline: medianStats(bases)}
+			if res.Baseline.P50 > 0 {
+				res.P50Ratio = float64(res.Op.P50) / float64(res.Baseline.P50)
+			}
+			if res.Baseline.Throughput > 0 {
+				res.TputRatio = res.Op.Throughput / res.Baseline.Throughput
+			}
+			results = append(results, res)
+		}
+		cleanup()
+	}
+	if f.jsonOut {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printBench(out, results)
+	return nil
+}
+
+func benchConfig(dir, sync string) Config {
+	var c Config
+	for _, o := range options {
+		_ = setValue(o.ptr(&c), o.def)
+	}
+	c.DataDir = dir
+	c.NATSListen = "127.0.0.1:0"
+	c.HTTPListen = "127.0.0.1:0"
+	c.JetStreamSync = sync
+	c.LogLevel = "warn"
+	return c
+}
+
+func (f *benchFlags) bar(w io.Writer, desc string) *progressbar.ProgressBar {
+	if f.noProgress {
+		return nil
+	}
+	return progressbar.NewOptions(f.n,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetVisibility(isTerminal(w)),
+	)
+}
+
+// measure runs op n times from c goroutines and reports latency
+// percentiles and throughput. Errors are counted, not timed.
+func measure(ctx context.Context, op benchOp, n, c int, bar *progressbar.ProgressBar) Stats {
+	lat := make([]time.Duration, n)
+	var next, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := 0; g < c; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(ctx); err != nil {
+					errs.Add(1)
+				}
+				lat[i] = time.Since(t0)
+				if bar != nil && i%256 == 0 {
+					_ = bar.Set(int(i))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return Stats{
+		P50:        lat[n/2],
+		P99:        lat[min(n-1, n*99/100)],
+		Throughput: float64(n) / elapsed.Seconds(),
+		Errors:     int(errs.Load()),
+	}
+}
+
+func medianStats(s []Stats) Stats {
+	pick := func(get func(Stats) float64) float64 {
+		v := make([]float64, len(s))
+		for i := range s {
+			v[i] = get(s[i])
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	out := Stats{
+		P50:        time.Duration(pick(func(x Stats) float64 { return float64(x.P50) })),
+		P99:        time.Duration(pick(func(x Stats) float64 { return float64(x.P99) })),
+		Throughput: pick(func(x Stats) float64 { return x.Throughput }),
+	}
+	for _, x := range s {
+		out.Errors += x.Errors
+	}
+	return out
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Millisecond:
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+	default:
+		return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "µs"
+	}
+}
+
+func printBench(w io.Writer, rs []BenchResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tc\tn×rounds\tp50\tp99\treq/s\terrors\t|\tlimit\tp50\tp99\treq/s\t|\tp50 ratio\treq/s ratio\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%d\t%d×%d\t%s\t%s\t%.0f\t%d\t|\t%s\t%s\t%s\t%.0f\t|\t%.2f×\t%.0f%%\t\n",
+			r.Scenario, r.Concurrency, r.N, r.Rounds, fmtDur(r.Op.P50), fmtDur(r.Op.P99), r.Op.Throughput, r.Op.Errors,
+			r.Limit, fmtDur(r.Baseline.P50), fmtDur(r.Baseline.P99), r.Baseline.Throughput,
+			r.P50Ratio, 100*r.TputRatio)
+	}
+	_ = tw.Flush()
+}
+
+// setupSysInfo: the sys.info round trip through the whole pipeline, and
+// a raw NATS echo responder that answers the same request headers and data
+// with the same reply headers and data.
+func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+	req, err := env.agent.NewRequest(schemas.OpSysInfo, schemas.SysInfoRequest{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reqH, reqBody, err := bus.Encode(req)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// One real reply gives the echo its reply size.
+	nc, err := env.dial("bench-echo-client")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	subject := schemas.Subject(env.agent.Agent(), schemas.OpSysInfo)
+	sample, err := nc.RequestMsg(&nats.Msg{Subject: subject, Header: reqH, Data: reqBody}, 5*time.Second)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, fmt.Errorf("sample sys.info: %w", err)
+	}
+	if _, err := bus.ParseReply(sample); err != nil {
+		nc.Close()
+		return nil, nil, nil, fmt.Errorf("sample sys.info: %w", err)
+	}
+	responder, err := env.dial("bench-echo-responder")
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	echoSubject := "agentauth.bench.echo"
+	sub, err := responder.QueueSubscribe(echoSubject, "q", func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: sample.Header, Data: sample.Data})
+	})
+	if err != nil {
+		nc.Close()
+		responder.Close()
+		return nil, nil, nil, err
+	}
+	if err := responder.Flush(); err != nil {
+		return nil, nil, nil, err
+	}
+	op := func(ctx context.Context) error {
+		_, err := env.agent.SysInfo(ctx)
+		return err
+	}
+	// The baseline goes through the agent's own connection, as the
+	// scenario does.
+	agentConn := env.agent.Conn()
+	base := func(ctx context.Context) error {
+		_, err := agentConn.RequestMsgWithContext(ctx, &nats.Msg{Subject: echoSubject, Header: reqH, Data: reqBody})
+		return err
+	}
+	cleanup := func() {
+		_ = sub.Unsubscribe()
+		responder.Close()
+		nc.Close()
+	}
+	return op, base, cleanup, nil
 }

@@ -44,7 +44,9 @@ A progress bar is drawn on stderr while reading a finite range; --follow keeps t
   agentauth replay --from-seq 100 --to-seq 200 > audit.jsonl
   agentauth replay --follow`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runReplay(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runReplay(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.conn.URL, "nats-url", envOr("AGENTAUTH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server of the agentauth instance (env AGENTAUTH_NATS_URL)")
