@@ -26,6 +26,9 @@ var ErrNoSchema = errors.New("no schema for event type")
 // safe for concurrent use.
 type Validator struct {
 	byType map[string]*jsonschema.Schema
+	// empty caches the outcome for an empty object, the data of most
+	// requests that take no parameters.
+	empty map[string]error
 }
 
 // NewValidator compiles every embedded schema.
@@ -36,7 +39,7 @@ func NewValidator() (*Validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Validator{byType: make(map[string]*jsonschema.Schema, len(names))}
+	v := &Validator{byType: make(map[string]*jsonschema.Schema, len(names)), empty: make(map[string]error, len(names))}
 	for _, name := range names {
 		raw, err := schemaFS.ReadFile(name)
 		if err != nil {
@@ -56,6 +59,7 @@ func NewValidator() (*Validator, error) {
 		}
 		typ := strings.TrimSuffix(strings.TrimPrefix(name, "json/"), ".json")
 		v.byType[typ] = sch
+		v.empty[typ] = v.validate(sch, []byte("{}"))
 	}
 	return v, nil
 }
@@ -91,9 +95,13 @@ func (v *Validator) Validate(typ string, data []byte) error {
 	if !ok {
 		return fmt.Errorf("%w %q", ErrNoSchema, typ)
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		data = []byte("{}")
+	if t := bytes.TrimSpace(data); len(t) == 0 || string(t) == "{}" {
+		return v.empty[typ]
 	}
+	return v.validate(sch, data)
+}
+
+func (v *Validator) validate(sch *jsonschema.Schema, data []byte) error {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("data is not valid JSON: %v", err)

@@ -139,7 +139,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Version:      version,
 		Instance:     m.Instance,
 		Capabilities: m.capabilities,
-	}); err != nil {
+	}, bus.Inline()); err != nil {
 		return err
 	}
 
@@ -177,8 +177,7 @@ func (m *Main) streamOptions() bus.StreamOptions {
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() map[string]bool {
-	caps := map[string]bool{schemas.CapSys: true, schemas.CapUser: false, schemas.CapVault: false, schemas.CapApproval: false, schemas.CapRetrieval: false}
-	return caps
+	return map[string]bool{schemas.CapSys: true, schemas.CapUser: false, schemas.CapVault: false, schemas.CapApproval: false, schemas.CapRetrieval: false}
 }
 
 // ready checks NATS and every stream.
@@ -236,7 +235,7 @@ func (m *Main) close(ctx context.Context) error {
 		}
 	}
 	if m.auditor != nil {
-		if err := m.auditor.Flush(ctx); err != nil {
+		if err := m.auditor.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("audit flush: %w", err))
 		}
 	}
