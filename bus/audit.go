@@ -4,61 +4,94 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentauth/agentauth/schemas"
 )
 
-// Auditor appends audit CloudEvents to the audit stream. Publishing is
-// asynchronous (the request path never waits for the stream), failures are
-// counted and logged, and Flush waits for every outstanding acknowledgement.
-// Audit data must never contain a secret: callers pass facts and
-// fingerprints only. Safe for concurrent use.
+// maxAuditBatch bounds how many audit events share one stream message;
+// auditLinger is how long the writer waits for more events after the
+// first of a batch. Both trade a little audit latency (never request
+// latency) for far fewer stream writes under load.
+const (
+	maxAuditBatch = 256
+	auditLinger   = time.Millisecond
+)
+
+// Auditor appends audit CloudEvents to the audit stream. The request path
+// only enqueues a record; a background writer encodes and publishes them.
+// When events queue up faster than one stream write each, the writer
+// stores the events of one subject together as one message in the
+// CloudEvents JSON batch format (application/cloudevents-batch+json);
+// `agentauth replay` unpacks batches, so operators always see single
+// events. Failures are counted and logged; Flush waits until everything
+// recorded so far is acknowledged by the stream. Audit data must never
+// contain a secret: callers pass facts and fingerprints only. Safe for
+// concurrent use.
 type Auditor struct {
 	js       jetstream.JetStream
 	log      *slog.Logger
 	metrics  *Metrics
 	instance string
+
+	mu     sync.RWMutex
+	closed bool
+	ch     chan auditItem
+	done   chan struct{}
 }
 
-// NewAuditor returns an Auditor publishing through js.
+type auditItem struct {
+	subject string
+	typ     string
+	trace   TraceContext
+	data    any
+	flushed chan struct{} // a flush marker when set
+}
+
+// NewAuditor starts an Auditor publishing through js. Close stops it.
 func NewAuditor(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance string) *Auditor {
-	return &Auditor{js: js, log: log, metrics: m, instance: instance}
+	a := &Auditor{js: js, log: log, metrics: m, instance: instance, ch: make(chan auditItem, 4096), done: make(chan struct{})}
+	go a.run()
+	return a
 }
 
 // Record appends one audit event of type typ on
-// agentauth.audit.<area>.<object>.<verb>.
+// agentauth.audit.<area>.<object>.<verb>. It blocks only when the writer
+// is more than a queue behind (backpressure, never loss).
 func (a *Auditor) Record(area, object, verb, typ string, trace TraceContext, data any) {
-	e, err := NewEvent(typ, data)
-	if err != nil {
-		a.log.Error("audit event not encoded", "type", typ, "error", err)
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		a.log.Error("audit event after the auditor closed", "type", typ, "subject", schemas.AuditSubject(area, object, verb))
 		a.metrics.AuditFailures.Inc()
 		return
 	}
-	if tp := trace.Traceparent(); tp != "" {
-		e.SetExtension(ExtTraceparent, tp)
-	}
-	h, body, err := Encode(e)
-	if err != nil {
-		a.log.Error("audit event not encoded", "type", typ, "error", err)
-		a.metrics.AuditFailures.Inc()
-		return
-	}
-	h[HeaderMsgID] = []string{e.ID()}
-	msg := &nats.Msg{Subject: schemas.AuditSubject(area, object, verb), Header: h, Data: body}
-	if _, err := a.js.PublishMsgAsync(msg); err != nil {
-		a.log.Error("audit event not published", "subject", msg.Subject, "error", err)
-		a.metrics.AuditFailures.Inc()
-	}
+	a.ch <- auditItem{subject: schemas.AuditSubject(area, object, verb), typ: typ, trace: trace, data: data}
 }
 
 // Flush waits until JetStream has acknowledged (or failed) every audit
-// event published so far, or ctx ends.
+// event recorded before the call, or ctx ends.
 func (a *Auditor) Flush(ctx context.Context) error {
+	a.mu.RLock()
+	if a.closed {
+		a.mu.RUnlock()
+		return nil
+	}
+	marker := make(chan struct{})
+	a.ch <- auditItem{flushed: marker}
+	a.mu.RUnlock()
+	select {
+	case <-marker:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case <-a.js.PublishAsyncComplete():
 		return nil
@@ -67,10 +100,202 @@ func (a *Auditor) Flush(ctx context.Context) error {
 	}
 }
 
+// Close flushes and stops the writer.
+func (a *Auditor) Close(ctx context.Context) error {
+	err := a.Flush(ctx)
+	a.mu.Lock()
+	if !a.closed {
+		a.closed = true
+		close(a.ch)
+	}
+	a.mu.Unlock()
+	<-a.done
+	return err
+}
+
+func (a *Auditor) run() {
+	defer close(a.done)
+	batch := make([]auditItem, 0, maxAuditBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for first := range a.ch {
+		batch = append(batch[:0], first)
+		linger.Reset(auditLinger)
+	collect:
+		for len(batch) < maxAuditBatch && batch[len(batch)-1].flushed == nil {
+			select {
+			case it, ok := <-a.ch:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, it)
+			case <-linger.C:
+				break collect
+			}
+		}
+		linger.Stop()
+		a.write(batch)
+	}
+}
+
+// write publishes a drained batch: one message per subject, in order;
+// flush markers are released once everything before them is published.
+func (a *Auditor) write(batch []auditItem) {
+	groups := map[string][]*event.Event{}
+	var order []string
+	publish := func() {
+		for _, subj := range order {
+			a.publish(subj, groups[subj])
+		}
+		clear(groups)
+		order = order[:0]
+	}
+	for _, it := range batch {
+		if it.flushed != nil {
+			publish()
+			close(it.flushed)
+			continue
+		}
+		e, err := NewEvent(it.typ, it.data)
+		if err != nil {
+			a.fail(it.subject, err)
+			continue
+		}
+		if tp := it.trace.Traceparent(); tp != "" {
+			e.SetExtension(ExtTraceparent, tp)
+		}
+		if _, ok := groups[it.subject]; !ok {
+			order = append(order, it.subject)
+		}
+		groups[it.subject] = append(groups[it.subject], e)
+	}
+	publish()
+}
+
+func (a *Auditor) publish(subject string, events []*event.Event) {
+	var msg *nats.Msg
+	if len(events) == 1 {
+		h, body, err := Encode(events[0])
+		if err != nil {
+			a.fail(subject, err)
+			return
+		}
+		h[HeaderMsgID] = []string{events[0].ID()}
+		msg = &nats.Msg{Subject: subject, Header: h, Data: body}
+	} else {
+		body, err := marshalBatch(events)
+		if err != nil {
+			a.fail(subject, err)
+			return
+		}
+		msg = &nats.Msg{Subject: subject, Header: nats.Header{
+			HeaderContentType: []string{mediaBatch},
+			HeaderMsgID:       []string{events[0].ID() + "+" + strconv.Itoa(len(events))},
+		}, Data: body}
+	}
+	if _, err := a.js.PublishMsgAsync(msg); err != nil {
+		a.fail(subject, err)
+	}
+}
+
+func (a *Auditor) fail(subject string, err error) {
+	a.log.Error("audit event not published", "subject", subject, "error", err)
+	a.metrics.AuditFailures.Inc()
+}
+
+// marshalBatch writes events in the CloudEvents JSON batch format. The
+// events are agentauth's own (NewEvent: string attributes, JSON data), so
+// the envelope is written directly.
+func marshalBatch(events []*event.Event) ([]byte, error) {
+	buf := make([]byte, 0, 600*len(events))
+	buf = append(buf, '[')
+	for i, e := range events {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		// Events from NewEvent: a 1.0 context and data json.Marshal wrote.
+		ec, ok := e.Context.(*event.EventContextV1)
+		if !ok || (e.DataContentType() != event.ApplicationJSON && len(e.Data()) > 0) {
+			b, err := json.Marshal(e)
+			if err != nil {
+				return nil, err
+			}
+			buf = append(buf, b...)
+			continue
+		}
+		buf = append(buf, `{"specversion":"1.0","id":`...)
+		buf = appendJSONString(buf, ec.ID)
+		buf = append(buf, `,"source":`...)
+		buf = appendJSONString(buf, ec.Source.String())
+		buf = append(buf, `,"type":`...)
+		buf = appendJSONString(buf, ec.Type)
+		if ec.Time != nil {
+			buf = append(buf, `,"time":"`...)
+			buf = ec.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
+			buf = append(buf, '"')
+		}
+		if ec.DataContentType != nil {
+			buf = append(buf, `,"datacontenttype":`...)
+			buf = appendJSONString(buf, *ec.DataContentType)
+		}
+		if ec.Subject != nil {
+			buf = append(buf, `,"subject":`...)
+			buf = appendJSONString(buf, *ec.Subject)
+		}
+		for k, v := range ec.Extensions {
+			s, err := types.Format(v)
+			if err != nil {
+				return nil, err
+			}
+			buf = append(buf, ',')
+			buf = appendJSONString(buf, k)
+			buf = append(buf, ':')
+			buf = appendJSONString(buf, s)
+		}
+		if len(e.Data()) > 0 {
+			buf = append(buf, `,"data":`...)
+			buf = append(buf, e.Data()...)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, ']'), nil
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// DecodeBatch reads a CloudEvents JSON batch (as the audit writer stores
+// them), each event checked as strictly as a single structured event.
+func DecodeBatch(data []byte) ([]*event.Event, error) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, invalid(schemas.CodeInvalidEvent, "batch is not a JSON array: %v", err)
+	}
+	out := make([]*event.Event, 0, len(raw))
+	for i, r := range raw {
+		e, err := decodeStructured(r)
+		if err != nil {
+			return nil, invalid(schemas.CodeInvalidEvent, "batch event %d: %v", i, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // AuditRequests records every request — served, rejected as bad input, or
-// failed — on the audit stream (agentauth.audit.<area>.<op>.ok|rejected|failed), after the reply is decided. Only facts go
-// in: agent, subject, event id and type, outcome code, public message,
-// duration, trace.
+// failed — on the audit stream (agentauth.audit.<area>.<op>.ok|rejected|failed),
+// after the reply is decided. Only facts go in: agent, subject, event id
+// and type, outcome code, public message, duration, trace.
 func AuditRequests(a *Auditor) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
@@ -89,14 +314,12 @@ func AuditRequests(a *Auditor) Middleware {
 				rec.RequestID = req.Event.ID()
 				rec.RequestType = req.Event.Type()
 			}
+			verb := "ok"
 			if err != nil {
 				f := Classify(err)
 				rec.Outcome, rec.Code, rec.Message = "error", f.Code, f.Message
-			}
-			verb := "ok"
-			if err != nil {
 				verb = "rejected"
-				if f := Classify(err); f.Internal || f.Status >= 500 {
+				if f.Internal || f.Status >= 500 {
 					verb = "failed"
 				}
 			}

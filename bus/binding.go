@@ -297,7 +297,7 @@ func check(e *event.Event) error {
 	if err := e.Validate(); err != nil {
 		return invalid(schemas.CodeInvalidEvent, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	if ct := e.DataContentType(); ct != "" {
+	if ct := e.DataContentType(); ct != "" && ct != event.ApplicationJSON {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || !strings.Contains(mt, "/") {
 			return invalid(schemas.CodeInvalidEvent, "datacontenttype %q is not a media type such as application/json", ct)
 		}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -56,18 +57,33 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // duration. Bad input is counted under its error code.
 func Instrument(m *Metrics) Middleware {
 	return func(next Handler) Handler {
+		// The chain serves one operation; its ok counter and histogram
+		// are looked up once.
+		var once sync.Once
+		var cachedOp string
+		var cachedOK prometheus.Counter
+		var cachedDuration prometheus.Observer
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 			op := req.Op.Endpoint()
+			once.Do(func() {
+				cachedOp = op
+				cachedOK = m.Requests.WithLabelValues(op, "ok")
+				cachedDuration = m.Duration.WithLabelValues(op)
+			})
+			okCount, duration := cachedOK, cachedDuration
+			if op != cachedOp {
+				okCount, duration = m.Requests.WithLabelValues(op, "ok"), m.Duration.WithLabelValues(op)
+			}
 			m.InFlight.Inc()
 			start := time.Now()
 			reply, err := next.ServeEvent(ctx, req)
 			m.InFlight.Dec()
-			m.Duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
-			code := "ok"
+			duration.Observe(time.Since(start).Seconds())
 			if err != nil {
-				code = string(Classify(err).Code)
+				m.Requests.WithLabelValues(op, string(Classify(err).Code)).Inc()
+			} else {
+				okCount.Inc()
 			}
-			m.Requests.WithLabelValues(op, code).Inc()
 			return reply, err
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -23,14 +24,21 @@ type ReplayOptions struct {
 	Follow   bool // keep waiting for new messages until ctx ends
 }
 
-// Replayed is one stored message. Event is nil (and DecodeErr set) when the
-// stored message is not a CloudEvent.
+// Replayed is one stored event. Event is nil (and DecodeErr set) when the
+// stored message is not a CloudEvent. Events stored together as a batch
+// share Sequence and are numbered by Index.
 type Replayed struct {
 	Event     *event.Event
 	DecodeErr error
 	Subject   string
 	Sequence  uint64
+	Index     int
 	Stored    time.Time
+}
+
+func isBatch(h nats.Header) bool {
+	ct := (&natsMessage{header: h}).get(HeaderContentType)
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), mediaBatch)
 }
 
 // Replay reads a stream with an ephemeral ordered consumer and calls fn for
@@ -106,9 +114,26 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total 
 			return nil
 		}
 		r := Replayed{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Stored: meta.Timestamp}
-		r.Event, r.DecodeErr = Decode(nats.Header(msg.Headers()), msg.Data())
-		if err := fn(r); err != nil {
-			return err
+		h := nats.Header(msg.Headers())
+		if isBatch(h) {
+			events, err := DecodeBatch(msg.Data())
+			if err != nil {
+				r.DecodeErr = err
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+			for i, e := range events {
+				r.Event, r.Index = e, i
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		} else {
+			r.Event, r.DecodeErr = Decode(h, msg.Data())
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
 		if meta.NumPending == 0 && !o.Follow {
 			return nil

@@ -27,7 +27,22 @@ type ServerOptions struct {
 	// Middleware runs inside the standard chain (recover, tracing, audit,
 	// logging, metrics, timeout, validation), just before the handler.
 	Middleware []Middleware
+	// Workers bounds how many requests of non-inline operations run at
+	// once (default 256). Each endpoint's subscription only hands requests
+	// to workers, so a slow handler never holds up the others.
+	Workers int
 }
+
+// HandleOption configures one operation.
+type HandleOption func(*handleOpts)
+
+type handleOpts struct{ inline bool }
+
+// Inline runs the handler on the endpoint's subscription goroutine, with
+// no worker hand-off and no Timeout middleware. Only for handlers that
+// never block (in-memory work, no I/O): requests of the operation are
+// served one at a time.
+func Inline() HandleOption { return func(o *handleOpts) { o.inline = true } }
 
 // Server serves request/reply operations as the NATS micro service
 // "agentauth": each operation is an endpoint on
@@ -41,10 +56,11 @@ type Server struct {
 	auditor   *Auditor
 	log       *slog.Logger
 
+	nc       *nats.Conn
+	workers  chan struct{}
 	mu       sync.Mutex
 	ops      []schemas.Op
 	inflight sync.WaitGroup
-	stopped  bool
 }
 
 // NewServer registers the micro service on nc. It serves nothing until
@@ -59,6 +75,9 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Workers <= 0 {
+		opts.Workers = 256
+	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        schemas.ServiceName,
 		Version:     opts.Version,
@@ -67,15 +86,43 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if err != nil {
 		return nil, fmt.Errorf("bus: add micro service: %w", err)
 	}
-	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger}, nil
+	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, workers: make(chan struct{}, opts.Workers)}, nil
 }
 
-// Handle serves op with h behind the standard middleware chain.
-func (s *Server) Handle(op schemas.Op, h Handler) error {
-	mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics), Timeout(s.opts.Timeout), Validate(s.validator)}
+// Handle serves op with h behind the standard middleware chain: recover,
+// tracing, audit, logging, metrics, timeout (not for Inline operations),
+// validation, then ServerOptions.Middleware.
+func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
+	var ho handleOpts
+	for _, o := range opts {
+		o(&ho)
+	}
+	mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics)}
+	if !ho.inline {
+		mws = append(mws, Timeout(s.opts.Timeout))
+	}
+	mws = append(mws, Validate(s.validator))
 	mws = append(mws, s.opts.Middleware...)
 	chain := Chain(h, mws...)
-	err := s.svc.AddEndpoint(op.Endpoint(), micro.HandlerFunc(func(r micro.Request) { s.serve(op, chain, r) }),
+	handler := func(r micro.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		s.serve(op, chain, r, responder{r: r})
+	}
+	if !ho.inline {
+		handler = func(r micro.Request) {
+			s.inflight.Add(1)
+			s.workers <- struct{}{}
+			// Copy what the worker needs: the micro request is not
+			// used after this callback returns.
+			pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
+			go func() {
+				defer func() { <-s.workers; s.inflight.Done() }()
+				s.serve(op, chain, pr, responder{nc: s.nc, reply: pr.reply})
+			}()
+		}
+	}
+	err := s.svc.AddEndpoint(op.Endpoint(), micro.HandlerFunc(handler),
 		micro.WithEndpointSubject(op.SubjectPattern()),
 		micro.WithEndpointMetadata(map[string]string{"request_type": op.RequestType, "reply_type": op.ReplyType, "summary": op.Summary}),
 	)
@@ -98,9 +145,6 @@ func (s *Server) Operations() []schemas.Op {
 // Stop stops taking requests (the endpoint subscriptions are drained) and
 // waits for in-flight requests to finish or ctx to end.
 func (s *Server) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	s.stopped = true
-	s.mu.Unlock()
 	if err := s.svc.Stop(); err != nil {
 		return err
 	}
@@ -124,15 +168,59 @@ func headerSize(h micro.Headers) int {
 	return n
 }
 
+// inbound is the part of a request serve reads.
+type inbound interface {
+	Subject() string
+	Headers() micro.Headers
+	Data() []byte
+}
+
+type pooledRequest struct {
+	subject, reply string
+	header         micro.Headers
+	data           []byte
+}
+
+func (p pooledRequest) Subject() string        { return p.subject }
+func (p pooledRequest) Headers() micro.Headers { return p.header }
+func (p pooledRequest) Data() []byte           { return p.data }
+
+// responder answers through the micro request (inline operations, so that
+// `nats micro stats` counts errors) or by publishing to the reply subject
+// (worker goroutines, which must not touch the micro request after its
+// callback returned).
+type responder struct {
+	r     micro.Request
+	nc    *nats.Conn
+	reply string
+}
+
+func (w responder) respond(h nats.Header, body []byte) error {
+	if w.r != nil {
+		return w.r.Respond(body, micro.WithHeaders(micro.Headers(h)))
+	}
+	return w.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: h, Data: body})
+}
+
+func (w responder) fail(status, desc string, h nats.Header, body []byte) error {
+	if w.r != nil {
+		return w.r.Error(status, desc, body, micro.WithHeaders(micro.Headers(h)))
+	}
+	if h == nil {
+		h = nats.Header{}
+	}
+	h[micro.ErrorHeader] = []string{desc}
+	h[micro.ErrorCodeHeader] = []string{status}
+	return w.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: h, Data: body})
+}
+
 // serve runs one request through the chain and answers it.
-func (s *Server) serve(op schemas.Op, chain Handler, r micro.Request) {
-	s.inflight.Add(1)
-	defer s.inflight.Done()
+func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 	defer func() {
 		// The chain has its own Recover; this guards decoding and encoding.
 		if p := recover(); p != nil {
 			s.log.Error("panic serving request", "subject", r.Subject(), "panic", fmt.Sprint(p))
-			_ = r.Error("500", "internal error", nil)
+			_ = w.fail("500", "internal error", nil, nil)
 		}
 	}()
 	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject())}
@@ -152,22 +240,22 @@ func (s *Server) serve(op schemas.Op, chain Handler, r micro.Request) {
 		err = fmt.Errorf("handler for %s returned neither a reply nor an error", op.Endpoint())
 	}
 	if err != nil {
-		s.respondError(r, req, err)
+		s.respondError(w, req, err)
 		return
 	}
 	h, body, err := Encode(reply)
 	if err != nil {
-		s.respondError(r, req, fmt.Errorf("encode reply: %w", err))
+		s.respondError(w, req, fmt.Errorf("encode reply: %w", err))
 		return
 	}
-	if err := r.Respond(body, micro.WithHeaders(micro.Headers(h))); err != nil {
+	if err := w.respond(h, body); err != nil {
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
 }
 
 // respondError answers with an error CloudEvent; the micro error headers
 // carry the table's status so `nats req` and `nats micro stats` see it.
-func (s *Server) respondError(r micro.Request, req *Request, err error) {
+func (s *Server) respondError(w responder, req *Request, err error) {
 	f := Classify(err)
 	data := schemas.ErrorData{Code: f.Code, Message: f.Message, RetryAfterMS: f.RetryAfter.Milliseconds()}
 	if req.Event != nil {
@@ -175,7 +263,7 @@ func (s *Server) respondError(r micro.Request, req *Request, err error) {
 	}
 	e, encErr := NewEvent(schemas.ErrorType, data)
 	if encErr != nil {
-		_ = r.Error("500", "internal error", nil)
+		_ = w.fail("500", "internal error", nil, nil)
 		return
 	}
 	if tp := req.Trace.Traceparent(); tp != "" {
@@ -183,11 +271,11 @@ func (s *Server) respondError(r micro.Request, req *Request, err error) {
 	}
 	h, body, encErr := Encode(e)
 	if encErr != nil {
-		_ = r.Error("500", "internal error", nil)
+		_ = w.fail("500", "internal error", nil, nil)
 		return
 	}
 	desc := string(f.Code) + ": " + oneLine(f.Message)
-	if err := r.Error(strconv.Itoa(f.Status), desc, body, micro.WithHeaders(micro.Headers(h))); err != nil {
+	if err := w.fail(strconv.Itoa(f.Status), desc, h, body); err != nil {
 		s.log.Warn("error reply not sent", "subject", req.Subject, "error", err)
 	}
 }

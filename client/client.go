@@ -106,16 +106,19 @@ func (c *Client) NewRequest(op schemas.Op, data any) (*event.Event, error) {
 // Send sends a request event for op and returns the reply event, or an
 // *Error for an error reply.
 func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*event.Event, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
 	h, body, err := bus.Encode(req)
 	if err != nil {
 		return nil, err
 	}
-	msg, err := c.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: schemas.Subject(c.agent, op), Header: h, Data: body})
+	out := &nats.Msg{Subject: schemas.Subject(c.agent, op), Header: h, Data: body}
+	var msg *nats.Msg
+	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
+		msg, err = c.nc.RequestMsgWithContext(ctx, out)
+	} else {
+		// A context that can never end: the plain timeout avoids a
+		// context timer per request.
+		msg, err = c.nc.RequestMsg(out, c.timeout)
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, &Error{Code: schemas.CodeUnavailable, Message: "no agentauth instance is serving " + schemas.Subject(c.agent, op) + "; is `agentauth serve` running?", Status: 503}
