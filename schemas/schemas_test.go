@@ -1,0 +1,94 @@
+package schemas
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidAgentID(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"demo", true}, {"agent-1", true}, {"a_b", true}, {"0x", true},
+		{"", false}, {"Demo", false}, {"a.b", false}, {"a*", false}, {"a>", false}, {"-a", false},
+		{strings.Repeat("a", 64), false}, {"audit", false}, {"events", false}, {"notify", false}, {"admin", false},
+	} {
+		err := ValidAgentID(tc.id)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidAgentID(%q) = %v, want ok=%v", tc.id, err, tc.ok)
+		}
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	if got, want := Subject("a1", OpSysInfo), "agentauth.a1.sys.info"; got != want {
+		t.Errorf("Subject: got %s, want %s", got, want)
+	}
+	if got, want := OpSysInfo.SubjectPattern(), "agentauth.*.sys.info"; got != want {
+		t.Errorf("SubjectPattern: got %s, want %s", got, want)
+	}
+	// An audit subject must never match a request subject pattern.
+	audit := AuditSubject("sys", "info", "ok")
+	if n := strings.Count(audit, "."); n != 4 {
+		t.Errorf("audit subject %s has %d dots, want 4 (five tokens)", audit, n)
+	}
+	for _, op := range Operations {
+		if strings.Count(op.SubjectPattern(), ".") == strings.Count(audit, ".") {
+			t.Errorf("op %s has as many tokens as audit subjects", op.SubjectPattern())
+		}
+	}
+}
+
+func TestValidator(t *testing.T) {
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Types()) < 4 {
+		t.Fatalf("only %d schemas compiled", len(v.Types()))
+	}
+	for _, tc := range []struct {
+		name, typ, data string
+		wantErr         string
+	}{
+		{"empty request", TypeSysInfoRequest, ``, ""},
+		{"empty object", TypeSysInfoRequest, `{}`, ""},
+		{"spaced empty object", TypeSysInfoRequest, " { } ", ""},
+		{"extra property", TypeSysInfoRequest, `{"x":1}`, "additional properties"},
+		{"not JSON", TypeSysInfoRequest, `{`, "not valid JSON"},
+		{"array", TypeSysInfoRequest, `[]`, "want object"},
+		{"reply ok", TypeSysInfoReply, `{"service":"agentauth","version":"1","instance":"i","agent":"a","server_time":"2026-01-02T15:04:05Z","capabilities":{"sys":true}}`, ""},
+		{"reply bad time", TypeSysInfoReply, `{"service":"agentauth","version":"1","instance":"i","agent":"a","server_time":"noon","capabilities":{}}`, "server_time"},
+		{"reply missing field", TypeSysInfoReply, `{"service":"agentauth"}`, "missing"},
+		{"error ok", ErrorType, `{"code":"invalid_event","message":"m"}`, ""},
+		{"error empty message", ErrorType, `{"code":"invalid_event","message":""}`, "message"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Validate(tc.typ, []byte(tc.data))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Errorf("got %v, want valid", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("got %v, want an error mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+	if err := v.Validate("dev.agentauth.nope", []byte(`{}`)); !errors.Is(err, ErrNoSchema) {
+		t.Errorf("unknown type: got %v, want ErrNoSchema", err)
+	}
+}
+
+func TestEveryOperationHasSchemas(t *testing.T) {
+	for _, op := range Operations {
+		for _, typ := range []string{op.RequestType, op.ReplyType} {
+			if _, err := Schema(typ); err != nil {
+				t.Errorf("op %s: no schema for %s", op.Endpoint(), typ)
+			}
+		}
+	}
+}

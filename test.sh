@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite: what CI runs. Needs only Go (modules come from the proxy).
+set -euo pipefail
+cd "$(dirname "$0")"
+go vet ./...
+go test -race -count=1 -timeout 12m ./...
