@@ -116,24 +116,25 @@ func (a *Auditor) Close(ctx context.Context) error {
 func (a *Auditor) run() {
 	defer close(a.done)
 	batch := make([]auditItem, 0, maxAuditBatch)
-	linger := time.NewTimer(time.Hour)
-	linger.Stop()
 	for first := range a.ch {
 		batch = append(batch[:0], first)
-		linger.Reset(auditLinger)
-	collect:
-		for len(batch) < maxAuditBatch && batch[len(batch)-1].flushed == nil {
+		if first.flushed == nil {
+			// Sleep rather than wait on the channel: senders then only
+			// enqueue, and no request pays for waking this goroutine.
+			time.Sleep(auditLinger)
+		}
+	drain:
+		for len(batch) < maxAuditBatch {
 			select {
 			case it, ok := <-a.ch:
 				if !ok {
-					break collect
+					break drain
 				}
 				batch = append(batch, it)
-			case <-linger.C:
-				break collect
+			default:
+				break drain
 			}
 		}
-		linger.Stop()
 		a.write(batch)
 	}
 }

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"mime"
+	"net/url"
 	"strings"
 	"time"
 
@@ -108,6 +110,20 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 				ec.Extensions = make(map[string]any, 2)
 			}
 			ec.Extensions[name] = val
+		}
+	}
+	// What event.Validate would check, without its allocations.
+	switch {
+	case ec.ID == "":
+		return nil, invalid(schemas.CodeInvalidEvent, "ce-id is required")
+	case ec.Source.URL == (url.URL{}):
+		return nil, invalid(schemas.CodeInvalidEvent, "ce-source is required")
+	case ec.Type == "":
+		return nil, invalid(schemas.CodeInvalidEvent, "ce-type is required")
+	}
+	if ec.DataContentType != nil && *ec.DataContentType != event.ApplicationJSON {
+		if mt, _, err := mime.ParseMediaType(*ec.DataContentType); err != nil || !strings.Contains(mt, "/") {
+			return nil, invalid(schemas.CodeInvalidEvent, "datacontenttype %q is not a media type such as application/json", *ec.DataContentType)
 		}
 	}
 	e := &event.Event{Context: ec}

@@ -49,6 +49,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		if err := check(e); err != nil {
+			t.Fatalf("Decode accepted an event that check refuses: %v", err)
+		}
 		hdr := parseHeaderBlock(string(header))
 		if m := NewMessage(hdr, payload); m.ReadEncoding() == binding.EncodingBinary {
 			// The fast decoder and the sdk's binding path must agree.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nuid"
 
 	"github.com/agentauth/agentauth/schemas"
@@ -57,18 +58,39 @@ func Chain(h Handler, mws ...Middleware) Handler {
 // NewEvent builds an event emitted by agentauth: a fresh id, the service
 // source, the current time and data encoded as JSON.
 func NewEvent(typ string, data any) (*event.Event, error) {
-	e := event.New()
-	e.SetID(nuid.Next())
-	e.SetSource(schemas.ServiceSource)
-	e.SetType(typ)
-	e.SetTime(time.Now())
+	return NewEventFrom(serviceSource, typ, data)
+}
+
+var serviceSource = MustSource(schemas.ServiceSource)
+
+// MustSource parses a CloudEvent source once, for NewEventFrom.
+func MustSource(s string) types.URIRef {
+	u := types.ParseURIRef(s)
+	if u == nil || s == "" {
+		panic("bus: invalid event source " + s)
+	}
+	return *u
+}
+
+// NewEventFrom builds an event with a fresh id, the given (pre-parsed)
+// source, the current time and data encoded as JSON. The context is built
+// directly: this runs on every request and reply.
+func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, error) {
 	b, err := json.Marshal(data)
 	if err != nil {
 		return nil, err
 	}
-	e.SetDataContentType(event.ApplicationJSON)
-	e.DataEncoded = b
-	return &e, nil
+	ct := event.ApplicationJSON
+	return &event.Event{
+		Context: &event.EventContextV1{
+			ID:              nuid.Next(),
+			Source:          source,
+			Type:            typ,
+			Time:            &types.Timestamp{Time: time.Now()},
+			DataContentType: &ct,
+		},
+		DataEncoded: b,
+	}, nil
 }
 
 // Reply builds the reply to req: NewEvent with the op's reply type.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,6 +36,7 @@ type Client struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	agent   string
+	source  types.URIRef
 	timeout time.Duration
 	log     *slog.Logger
 }
@@ -80,7 +82,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, agent: o.Agent, timeout: o.Timeout, log: o.Logger}, nil
+	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger}, nil
 }
 
 // Close closes the connection.
@@ -95,12 +97,7 @@ func (c *Client) Agent() string { return c.agent }
 // NewRequest builds a request event for op with data, sourced from this
 // agent.
 func (c *Client) NewRequest(op schemas.Op, data any) (*event.Event, error) {
-	e, err := bus.NewEvent(op.RequestType, data)
-	if err != nil {
-		return nil, err
-	}
-	e.SetSource(schemas.AgentSource(c.agent))
-	return e, nil
+	return bus.NewEventFrom(c.source, op.RequestType, data)
 }
 
 // Send sends a request event for op and returns the reply event, or an
