@@ -12,6 +12,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -57,6 +58,12 @@ type auditItem struct {
 
 // NewAuditor starts an Auditor publishing through js. Close stops it.
 func NewAuditor(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance string) *Auditor {
+	if log == nil {
+		log = slog.Default()
+	}
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry())
+	}
 	a := &Auditor{js: js, log: log, metrics: m, instance: instance, ch: make(chan auditItem, 4096), done: make(chan struct{})}
 	go a.run()
 	return a
@@ -216,7 +223,7 @@ func marshalBatch(events []*event.Event) ([]byte, error) {
 		}
 		// Events from NewEvent: a 1.0 context and data json.Marshal wrote.
 		ec, ok := e.Context.(*event.EventContextV1)
-		if !ok || (e.DataContentType() != event.ApplicationJSON && len(e.Data()) > 0) {
+		if !ok || ec.DataSchema != nil || !stringExtensions(ec) || (e.DataContentType() != event.ApplicationJSON && len(e.Data()) > 0) {
 			b, err := json.Marshal(e)
 			if err != nil {
 				return nil, err
@@ -260,6 +267,15 @@ func marshalBatch(events []*event.Event) ([]byte, error) {
 		buf = append(buf, '}')
 	}
 	return append(buf, ']'), nil
+}
+
+func stringExtensions(ec *event.EventContextV1) bool {
+	for _, v := range ec.Extensions {
+		if _, ok := v.(string); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // appendJSONString appends s as a JSON string.

@@ -156,7 +156,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 			m.Consumed.WithLabelValues(o.Durable, a.String()).Inc()
 		}
 	}
-	return cons.Consume(func(msg jetstream.Msg) {
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		meta, _ := msg.Metadata()
 		e, err := Decode(nats.Header(msg.Headers()), msg.Data())
 		if err != nil {
@@ -199,4 +199,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 		}
 		count(f.Action)
 	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: consume %s on %s: %w", o.Durable, o.Stream, err)
+	}
+	context.AfterFunc(ctx, cc.Stop)
+	return cc, nil
 }

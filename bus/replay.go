@@ -88,7 +88,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total 
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
+	defer context.AfterFunc(ctx, it.Stop)()
 	for {
 		msg, err := it.Next()
 		if err != nil {

@@ -129,6 +129,11 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	if err != nil {
 		return fmt.Errorf("bus: add endpoint %s: %w", op.Endpoint(), err)
 	}
+	// Once Handle returns, the server knows the subscription: a request
+	// from another connection reaches it.
+	if err := s.nc.Flush(); err != nil {
+		return fmt.Errorf("bus: add endpoint %s: %w", op.Endpoint(), err)
+	}
 	s.mu.Lock()
 	s.ops = append(s.ops, op)
 	s.mu.Unlock()

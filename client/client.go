@@ -165,8 +165,14 @@ type EventHandler func(ctx context.Context, e *event.Event) error
 // Subscription is a running feed subscription.
 type Subscription struct{ cc jetstream.ConsumeContext }
 
-// Stop stops delivery; unacknowledged events are delivered again next time.
-func (s *Subscription) Stop() { s.cc.Stop() }
+// Stop stops delivery after the events already received are handled, and
+// returns once the subscription is gone from the server, so an event
+// published afterwards waits for the next subscription. Unacknowledged
+// events are delivered again next time.
+func (s *Subscription) Stop() {
+	s.cc.Drain()
+	<-s.cc.Closed()
+}
 
 // Events delivers the agent's durable event feed (agentauth.events.<agent>.>)
 // to h, starting with whatever arrived while the agent was away. The
