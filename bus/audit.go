@@ -170,7 +170,7 @@ func (a *Auditor) write(batch []auditItem) {
 			continue
 		}
 		if tp := it.trace.Traceparent(); tp != "" {
-			e.SetExtension(ExtTraceparent, tp)
+			e.Context.(*event.EventContextV1).Extensions = map[string]any{ExtTraceparent: tp}
 		}
 		if _, ok := groups[it.subject]; !ok {
 			order = append(order, it.subject)
@@ -340,7 +340,7 @@ func AuditRequests(a *Auditor) Middleware {
 					verb = "failed"
 				}
 			}
-			a.Record(req.Op.Area, req.Op.Name, verb, schemas.TypeAuditRequest, req.Trace, rec)
+			a.Record(req.Op.Area, req.Op.Name, verb, schemas.TypeAuditRequest, req.Trace, &rec)
 			return reply, err
 		})
 	}

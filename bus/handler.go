@@ -72,13 +72,22 @@ func MustSource(s string) types.URIRef {
 	return *u
 }
 
+// jsonAppender is implemented by payloads that encode themselves without
+// reflection (the audit records written for every request).
+type jsonAppender interface{ AppendJSON([]byte) []byte }
+
 // NewEventFrom builds an event with a fresh id, the given (pre-parsed)
 // source, the current time and data encoded as JSON. The context is built
 // directly: this runs on every request and reply.
 func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, error) {
-	b, err := json.Marshal(data)
-	if err != nil {
-		return nil, err
+	var b []byte
+	if a, ok := data.(jsonAppender); ok {
+		b = a.AppendJSON(make([]byte, 0, 512))
+	} else {
+		var err error
+		if b, err = json.Marshal(data); err != nil {
+			return nil, err
+		}
 	}
 	ct := event.ApplicationJSON
 	return &event.Event{

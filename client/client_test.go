@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,7 +26,7 @@ import (
 // measurement.
 const waitTimeout = 10 * time.Second
 
-var capabilities = map[string]bool{schemas.CapSys: true, schemas.CapVault: false}
+var capabilities = schemas.Capabilities{Sys: true}
 
 // service is a running agentauth bus: an embedded nats-server with the
 // streams, and a bus.Server serving sys.info.
@@ -84,7 +83,7 @@ func MustService(tb testing.TB) *service {
 	err = srv.Handle(schemas.OpSysInfo, &handlers.SysInfo{
 		Version:      "1.2.3",
 		Instance:     "test-1",
-		Capabilities: func() map[string]bool { return maps.Clone(capabilities) },
+		Capabilities: capabilities,
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -180,7 +179,7 @@ func TestSysInfo(t *testing.T) {
 		t.Errorf("got agent %q service %q version %q instance %q; want a1, %s, 1.2.3, test-1",
 			info.Agent, info.Service, info.Version, info.Instance, schemas.ServiceName)
 	}
-	if !maps.Equal(info.Capabilities, capabilities) {
+	if info.Capabilities != capabilities {
 		t.Errorf("capabilities: got %v, want %v", info.Capabilities, capabilities)
 	}
 	if info.ServerTime.Before(before) {

@@ -18,7 +18,7 @@ import (
 
 func TestSysInfo(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	h := &SysInfo{Version: "v9", Instance: "i1", Now: func() time.Time { return now }, Capabilities: func() map[string]bool { return map[string]bool{"sys": true} }}
+	h := &SysInfo{Version: "v9", Instance: "i1", Now: func() time.Time { return now }, Capabilities: schemas.Capabilities{Sys: true}}
 	reply, err := h.ServeEvent(context.Background(), &bus.Request{Agent: "a1", Op: schemas.OpSysInfo})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestSysInfo(t *testing.T) {
 	if err := bus.DecodeData(reply, &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Agent != "a1" || got.Version != "v9" || got.Instance != "i1" || !got.ServerTime.Equal(now) || !got.Capabilities["sys"] {
+	if got.Agent != "a1" || got.Version != "v9" || got.Instance != "i1" || !got.ServerTime.Equal(now) || !got.Capabilities.Sys {
 		t.Errorf("got %+v", got)
 	}
 }

@@ -18,7 +18,7 @@ import (
 type SysInfo struct {
 	Version      string
 	Instance     string
-	Capabilities func() map[string]bool
+	Capabilities schemas.Capabilities
 	Now          func() time.Time
 }
 
@@ -34,6 +34,6 @@ func (h *SysInfo) ServeEvent(_ context.Context, req *bus.Request) (*event.Event,
 		Instance:     h.Instance,
 		Agent:        req.Agent,
 		ServerTime:   now().UTC(),
-		Capabilities: h.Capabilities(),
+		Capabilities: h.Capabilities,
 	})
 }

@@ -1,9 +1,11 @@
 package schemas
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidAgentID(t *testing.T) {
@@ -59,7 +61,7 @@ func TestValidator(t *testing.T) {
 		{"extra property", TypeSysInfoRequest, `{"x":1}`, "additional properties"},
 		{"not JSON", TypeSysInfoRequest, `{`, "not valid JSON"},
 		{"array", TypeSysInfoRequest, `[]`, "want object"},
-		{"reply ok", TypeSysInfoReply, `{"service":"agentauth","version":"1","instance":"i","agent":"a","server_time":"2026-01-02T15:04:05Z","capabilities":{"sys":true}}`, ""},
+		{"reply ok", TypeSysInfoReply, `{"service":"agentauth","version":"1","instance":"i","agent":"a","server_time":"2026-01-02T15:04:05Z","capabilities":{"sys":true,"user":false,"vault":false,"approval":false,"retrieval":false}}`, ""},
 		{"reply bad time", TypeSysInfoReply, `{"service":"agentauth","version":"1","instance":"i","agent":"a","server_time":"noon","capabilities":{}}`, "server_time"},
 		{"reply missing field", TypeSysInfoReply, `{"service":"agentauth"}`, "missing"},
 		{"error ok", ErrorType, `{"code":"invalid_event","message":"m"}`, ""},
@@ -89,6 +91,23 @@ func TestEveryOperationHasSchemas(t *testing.T) {
 			if _, err := Schema(typ); err != nil {
 				t.Errorf("op %s: no schema for %s", op.Endpoint(), typ)
 			}
+		}
+	}
+}
+
+func TestAuditRequestAppendJSON(t *testing.T) {
+	for _, a := range []AuditRequest{
+		{Agent: "a1", Subject: "agentauth.a1.sys.info", Outcome: "ok", Instance: "i", Received: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)},
+		{Agent: "a1", Subject: "s", Operation: "sys.info", RequestID: "id-1", RequestType: "t", Outcome: "error", Code: CodeSchemaViolation,
+			Message: `data "x" <not> & 'y' \ é` + "\n\x01", DurationUS: 123456, Traceparent: "00-aa-bb-01", Instance: "i", Received: time.Now()},
+		{},
+	} {
+		want, err := json.Marshal(&a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 		}
 	}
 }

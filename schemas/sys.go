@@ -26,14 +26,15 @@ type SysInfo struct {
 	Instance     string          `json:"instance"`
 	Agent        string          `json:"agent"`
 	ServerTime   time.Time       `json:"server_time"`
-	Capabilities map[string]bool `json:"capabilities"`
+	Capabilities Capabilities `json:"capabilities"`
 }
 
-// Capability names reported by sys.info. Append only.
-const (
-	CapSys       = "sys"
-	CapUser      = "user"
-	CapVault     = "vault"
-	CapApproval  = "approval"
-	CapRetrieval = "retrieval"
-)
+// Capabilities says which capability areas an instance serves. Append
+// only: a new capability is a new field.
+type Capabilities struct {
+	Sys       bool `json:"sys"`
+	User      bool `json:"user"`
+	Vault     bool `json:"vault"`
+	Approval  bool `json:"approval"`
+	Retrieval bool `json:"retrieval"`
+}

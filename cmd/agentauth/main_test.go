@@ -80,7 +80,7 @@ func TestSysInfo(t *testing.T) {
 	if info.Agent != "agent-1" || info.Version != version || info.Service != "agentauth" || info.Instance != m.Instance {
 		t.Errorf("got %+v", info)
 	}
-	if !info.Capabilities[schemas.CapSys] {
+	if !info.Capabilities.Sys {
 		t.Errorf("capabilities %v: sys must be enabled", info.Capabilities)
 	}
 	if d := time.Since(info.ServerTime); d < -time.Minute || d > time.Minute {

@@ -138,7 +138,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.srv.Handle(schemas.OpSysInfo, &handlers.SysInfo{
 		Version:      version,
 		Instance:     m.Instance,
-		Capabilities: m.capabilities,
+		Capabilities: m.capabilities(),
 	}, bus.Inline()); err != nil {
 		return err
 	}
@@ -176,8 +176,8 @@ func (m *Main) streamOptions() bus.StreamOptions {
 
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
-func (m *Main) capabilities() map[string]bool {
-	return map[string]bool{schemas.CapSys: true, schemas.CapUser: false, schemas.CapVault: false, schemas.CapApproval: false, schemas.CapRetrieval: false}
+func (m *Main) capabilities() schemas.Capabilities {
+	return schemas.Capabilities{Sys: true}
 }
 
 // ready checks NATS and every stream.
