@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -70,7 +69,8 @@ func invalid(code schemas.ErrorCode, format string, args ...any) *DecodeError {
 func Decode(h nats.Header, data []byte) (*event.Event, error) {
 	m := &natsMessage{header: h, data: data}
 	ct := m.get(HeaderContentType)
-	mt := strings.ToLower(strings.TrimSpace(strings.Split(ct, ";")[0]))
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
 	switch {
 	case mt == mediaBatch:
 		return nil, invalid(schemas.CodeInvalidEvent, "batched CloudEvents (%s) are not accepted; send one event per message", mediaBatch)
@@ -282,7 +282,23 @@ func (m *natsMessage) GetExtension(name string) any {
 // keeps it; both modes refuse such values instead.
 func padded(s string) bool { return s != strings.TrimSpace(s) }
 
-var extName = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+// extName matches CloudEvents extension names as agentauth accepts them:
+// 1 to 64 lower-case letters and digits.
+var extName = extNameMatcher{}
+
+type extNameMatcher struct{}
+
+func (extNameMatcher) MatchString(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
 
 // check applies the strict attribute rules to a decoded event.
 func check(e *event.Event) error {
