@@ -170,7 +170,7 @@ func (a *Auditor) write(batch []auditItem) {
 			continue
 		}
 		if tp := it.trace.Traceparent(); tp != "" {
-			e.Context.(*event.EventContextV1).Extensions = map[string]any{ExtTraceparent: tp}
+			setExtension(e, ExtTraceparent, tp)
 		}
 		if _, ok := groups[it.subject]; !ok {
 			order = append(order, it.subject)

@@ -23,7 +23,8 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 	// Names compare case-insensitively: CE-ID and ce-id are one attribute
 	// sent twice. Messages carry few headers, so a quadratic check is the
 	// cheapest.
-	keys := make([]string, 0, len(h))
+	var buf [16]string
+	keys := buf[:0]
 	for k := range h {
 		for _, prev := range keys {
 			if strings.EqualFold(prev, k) {
@@ -77,11 +78,11 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 		case "type":
 			ec.Type = val
 		case "source":
-			u := types.ParseURIRef(val)
-			if u == nil {
+			u, ok := parseSource(val)
+			if !ok {
 				return nil, invalid(schemas.CodeInvalidEvent, "header %s: %q is not a URI-reference", k, val)
 			}
-			ec.Source = *u
+			ec.Source = u
 		case "subject":
 			ec.Subject = &val
 		case "time":
@@ -133,6 +134,26 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 	return e, nil
 }
 
+// parseSource parses a source URI-reference. A plain absolute path of
+// letters, digits, '/', '-', '_' and '.' (every agent's /agents/<id>)
+// parses to a URL with only Path set, exactly as url.Parse would, without
+// url.Parse's allocations.
+func parseSource(s string) (types.URIRef, bool) {
+	simple := len(s) > 1 && s[0] == '/' && s[1] != '/'
+	for i := 0; simple && i < len(s); i++ {
+		c := s[i]
+		simple = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '/' || c == '-' || c == '_' || c == '.'
+	}
+	if simple {
+		return types.URIRef{URL: url.URL{Path: s}}, true
+	}
+	u := types.ParseURIRef(s)
+	if u == nil {
+		return types.URIRef{}, false
+	}
+	return *u, true
+}
+
 func isLower(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if 'A' <= s[i] && s[i] <= 'Z' {
@@ -144,29 +165,35 @@ func isLower(s string) bool {
 
 // encodeV1 writes a 1.0 context as binary-mode headers.
 func encodeV1(ec *event.EventContextV1, data []byte) nats.Header {
-	h := make(nats.Header, 6+len(ec.Extensions))
-	h["ce-specversion"] = []string{schemas.SpecVersion}
-	h["ce-id"] = []string{percentEncode(ec.ID)}
-	h["ce-source"] = []string{percentEncode(ec.Source.String())}
-	h["ce-type"] = []string{percentEncode(ec.Type)}
+	n := 8 + len(ec.Extensions)
+	h := make(nats.Header, n)
+	vals := make([]string, 0, n) // one backing array for every value
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set("ce-specversion", schemas.SpecVersion)
+	set("ce-id", percentEncode(ec.ID))
+	set("ce-source", percentEncode(ec.Source.String()))
+	set("ce-type", percentEncode(ec.Type))
 	if ec.Time != nil && !ec.Time.IsZero() {
-		h["ce-time"] = []string{ec.Time.UTC().Format(time.RFC3339Nano)}
+		set("ce-time", ec.Time.UTC().Format(time.RFC3339Nano))
 	}
 	if ec.DataContentType != nil && *ec.DataContentType != "" {
-		h[HeaderContentType] = []string{*ec.DataContentType}
+		set(HeaderContentType, *ec.DataContentType)
 	}
 	if ec.Subject != nil && *ec.Subject != "" {
-		h["ce-subject"] = []string{percentEncode(*ec.Subject)}
+		set("ce-subject", percentEncode(*ec.Subject))
 	}
 	if ec.DataSchema != nil {
-		h["ce-dataschema"] = []string{percentEncode(ec.DataSchema.String())}
+		set("ce-dataschema", percentEncode(ec.DataSchema.String()))
 	}
 	for k, v := range ec.Extensions {
 		s, err := types.Format(v)
 		if err != nil {
 			continue
 		}
-		h[headerPrefix+k] = []string{percentEncode(s)}
+		set(headerPrefix+k, percentEncode(s))
 	}
 	return h
 }

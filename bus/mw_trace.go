@@ -17,6 +17,7 @@ type TraceContext struct {
 	SpanID   [8]byte // this hop's span
 	ParentID [8]byte // the caller's span, zero when the trace started here
 	Flags    byte
+	rendered string // Traceparent, computed once by childOf
 }
 
 // Valid reports whether the trace id is set.
@@ -24,6 +25,9 @@ func (t TraceContext) Valid() bool { return t.TraceID != [16]byte{} }
 
 // Traceparent renders the header value for this span.
 func (t TraceContext) Traceparent() string {
+	if t.rendered != "" {
+		return t.rendered
+	}
 	if !t.Valid() {
 		return ""
 	}
@@ -100,7 +104,23 @@ func childOf(incoming string) TraceContext {
 		binary.BigEndian.PutUint64(t.TraceID[8:], mrand.Uint64()|1)
 	}
 	t.SpanID = newSpanID()
+	t.rendered = ""
+	t.rendered = t.Traceparent()
 	return t
+}
+
+// setExtension sets a string extension of an event of ours without the
+// sdk setter's validation and conversion (the name is a constant).
+func setExtension(e *event.Event, name, value string) {
+	ec, ok := e.Context.(*event.EventContextV1)
+	if !ok {
+		e.SetExtension(name, value)
+		return
+	}
+	if ec.Extensions == nil {
+		ec.Extensions = make(map[string]any, 1)
+	}
+	ec.Extensions[name] = value
 }
 
 // ExtTraceparent is the CloudEvents distributed-tracing extension name.
@@ -124,7 +144,7 @@ func Tracing() Middleware {
 			}
 			reply, err := next.ServeEvent(ctx, req)
 			if reply != nil {
-				reply.SetExtension(ExtTraceparent, req.Trace.Traceparent())
+				setExtension(reply, ExtTraceparent, req.Trace.Traceparent())
 			}
 			return reply, err
 		})

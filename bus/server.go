@@ -272,7 +272,7 @@ func (s *Server) respondError(w responder, req *Request, err error) {
 		return
 	}
 	if tp := req.Trace.Traceparent(); tp != "" {
-		e.SetExtension(ExtTraceparent, tp)
+		setExtension(e, ExtTraceparent, tp)
 	}
 	h, body, encErr := Encode(e)
 	if encErr != nil {

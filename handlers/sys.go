@@ -28,7 +28,7 @@ func (h *SysInfo) ServeEvent(_ context.Context, req *bus.Request) (*event.Event,
 	if h.Now != nil {
 		now = h.Now
 	}
-	return bus.Reply(req, schemas.SysInfo{
+	return bus.Reply(req, &schemas.SysInfo{
 		Service:      schemas.ServiceName,
 		Version:      h.Version,
 		Instance:     h.Instance,

@@ -111,3 +111,19 @@ func TestAuditRequestAppendJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestSysInfoAppendJSON(t *testing.T) {
+	for _, s := range []SysInfo{
+		{},
+		{Service: "agentauth", Version: "1.2.3", Instance: "i<&>", Agent: "a1", ServerTime: time.Date(2026, 1, 2, 3, 4, 5, 60, time.UTC), Capabilities: Capabilities{Sys: true, Retrieval: true}},
+		{Service: "x\"y", ServerTime: time.Now(), Capabilities: Capabilities{User: true, Vault: true, Approval: true}},
+	} {
+		want, err := json.Marshal(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+}
