@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // ConnOptions say how to reach a NATS server.
@@ -14,6 +15,7 @@ type ConnOptions struct {
 	Name        string
 	CredsFile   string
 	NKeyFile    string
+	NKeySeed    []byte // a user seed held in memory (agentauth's own key, an agent's credentials)
 	User        string
 	Password    string
 	Token       string
@@ -21,6 +23,9 @@ type ConnOptions struct {
 	TLSCert     string
 	TLSKey      string
 	InboxPrefix string
+	// OnAsyncError receives asynchronous errors (permission violations,
+	// slow consumers, consumers gone); default: nats.go prints them.
+	OnAsyncError func(error)
 }
 
 // Connect dials NATS with reconnects enabled; errors name the URL and say
@@ -42,6 +47,17 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 		}
 		opts = append(opts, opt)
 	}
+	if len(o.NKeySeed) > 0 {
+		kp, err := nkeys.FromSeed(o.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed: %w", err)
+		}
+		opts = append(opts, nats.Nkey(pub, kp.Sign))
+	}
 	if o.User != "" {
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
@@ -53,6 +69,9 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	}
 	if o.TLSCert != "" || o.TLSKey != "" {
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	if o.OnAsyncError != nil {
+		opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { o.OnAsyncError(err) }))
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))

@@ -26,7 +26,7 @@ func MustServer(tb testing.TB) *server.Server {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	})
-	return ns
+	return ns.Server
 }
 
 // MustConn connects to ns and closes the connection when the test ends.

@@ -141,13 +141,19 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 	if o.AckWait == 0 {
 		o.AckWait = 30 * time.Second
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, o.Stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:        o.Durable,
 		FilterSubjects: o.Filter,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        o.AckWait,
 		MaxDeliver:     o.MaxDeliver,
-	})
+	}
+	if len(o.Filter) == 1 {
+		// One filter goes in the API subject, where NATS permissions can
+		// see it ($JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>).
+		cfg.FilterSubject, cfg.FilterSubjects = o.Filter[0], nil
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, o.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", o.Durable, o.Stream, err)
 	}

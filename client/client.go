@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -15,15 +16,21 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/schemas"
 )
 
 // Options say how an agent reaches agentauth.
 type Options struct {
-	URL       string // NATS URL; default nats://127.0.0.1:4222
-	CredsFile string // the agent's credentials file
-	Agent     string // the agent id
+	URL string // NATS URL; default: the credentials' URL, else nats://127.0.0.1:4222
+	// CredsFile is the agent's credentials file (`agentauth agent add`
+	// writes it); Credentials the same, already read. Without either the
+	// connection carries no credentials, which only the development
+	// anonymous agent of an embedded server accepts.
+	CredsFile   string
+	Credentials *agents.Credentials
+	Agent       string // the agent id; default: the credentials' agent
 	// InboxPrefix receives replies; default _INBOX_<agent>, the prefix the
 	// agent's NATS permissions allow.
 	InboxPrefix string
@@ -39,6 +46,20 @@ type Client struct {
 	source  types.URIRef
 	timeout time.Duration
 	log     *slog.Logger
+	// xkeySeed opens what agentauth seals to this agent.
+	xkeySeed []byte
+}
+
+// ErrNoSealingKey is returned by Open when the client was connected
+// without the agent's credentials.
+var ErrNoSealingKey = errors.New("client: connected without the agent's credentials, so sealed tokens cannot be opened")
+
+// Open decrypts a secret agentauth sealed to this agent.
+func (c *Client) Open(s schemas.Sealed) ([]byte, error) {
+	if len(c.xkeySeed) == 0 {
+		return nil, ErrNoSealingKey
+	}
+	return agents.Open(c.xkeySeed, s)
 }
 
 // Error is a typed error reply from agentauth: a stable Code and a Message
@@ -53,11 +74,36 @@ type Error struct {
 
 func (e *Error) Error() string { return "agentauth: " + string(e.Code) + ": " + e.Message }
 
-// InboxPrefix is the reply inbox prefix of an agent.
-func InboxPrefix(agent string) string { return "_INBOX_" + agent }
+// InboxPrefix is the reply inbox prefix of an agent: the only one its NATS
+// permissions let it subscribe to.
+func InboxPrefix(agent string) string { return agents.InboxPrefix(agent) }
 
 // Connect connects agent to agentauth.
 func Connect(ctx context.Context, o Options) (*Client, error) {
+	if o.CredsFile != "" && o.Credentials == nil {
+		b, err := os.ReadFile(o.CredsFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		c, err := agents.ParseCredentials(b)
+		if err != nil {
+			return nil, fmt.Errorf("client: %s: %w", o.CredsFile, err)
+		}
+		o.Credentials = &c
+	}
+	var nkeySeed, xkeySeed []byte
+	if c := o.Credentials; c != nil {
+		if o.Agent == "" {
+			o.Agent = c.Agent
+		}
+		if o.Agent != c.Agent {
+			return nil, fmt.Errorf("client: credentials are agent %s's, not %s's", c.Agent, o.Agent)
+		}
+		if o.URL == "" {
+			o.URL = c.URL
+		}
+		nkeySeed, xkeySeed = []byte(c.NKeySeed), []byte(c.XKeySeed)
+	}
 	if err := schemas.ValidAgentID(o.Agent); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -73,7 +119,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	nc, err := bus.Connect(bus.ConnOptions{URL: o.URL, Name: "agent-" + o.Agent, CredsFile: o.CredsFile, InboxPrefix: o.InboxPrefix})
+	nc, err := bus.Connect(bus.ConnOptions{URL: o.URL, Name: "agent-" + o.Agent, NKeySeed: nkeySeed, InboxPrefix: o.InboxPrefix})
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +128,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger}, nil
+	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, xkeySeed: xkeySeed}, nil
 }
 
 // Close closes the connection.
@@ -181,7 +227,7 @@ func (s *Subscription) Stop() {
 func (c *Client) Events(ctx context.Context, h EventHandler) (*Subscription, error) {
 	cc, err := bus.Consume(ctx, c.js, bus.ConsumerOptions{
 		Stream:  schemas.StreamEvents,
-		Durable: "agent-" + c.agent,
+		Durable: agents.FeedConsumer(c.agent),
 		Filter:  []string{schemas.EventsSubject(c.agent) + ".>"},
 	}, nil, c.log, func(ctx context.Context, d *bus.Delivery) error {
 		if err := h(ctx, d.Event); err != nil {

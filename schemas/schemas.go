@@ -101,3 +101,17 @@ func Lookup(area, name string) (Op, bool) {
 	}
 	return Op{}, false
 }
+
+// SealAlg names the sealing of secrets to an agent: X25519 key agreement
+// between agentauth's and the agent's curve keys, XSalsa20-Poly1305 (nkeys
+// xkeys, "xkv1"). Append only.
+const SealAlg = "x25519-xsalsa20poly1305"
+
+// Sealed is a secret sealed to one agent's X25519 key. Only that agent's
+// seed opens it; Sender is agentauth's public sealing key.
+type Sealed struct {
+	Alg        string `json:"alg"`
+	Sender     string `json:"sender"`
+	Recipient  string `json:"recipient"`
+	Ciphertext []byte `json:"ciphertext"`
+}

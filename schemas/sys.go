@@ -24,11 +24,11 @@ type SysInfoRequest struct{}
 
 // SysInfo is the data of a sys.info reply.
 type SysInfo struct {
-	Service      string          `json:"service"`
-	Version      string          `json:"version"`
-	Instance     string          `json:"instance"`
-	Agent        string          `json:"agent"`
-	ServerTime   time.Time       `json:"server_time"`
+	Service      string       `json:"service"`
+	Version      string       `json:"version"`
+	Instance     string       `json:"instance"`
+	Agent        string       `json:"agent"`
+	ServerTime   time.Time    `json:"server_time"`
 	Capabilities Capabilities `json:"capabilities"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -29,8 +30,33 @@ type Options struct {
 	Configure func(*server.Options) error
 }
 
+// Server is a running embedded nats-server whose authorization can be
+// replaced while it runs.
+type Server struct {
+	*server.Server
+	mu   sync.Mutex
+	opts *server.Options
+}
+
+// SetNkeyUsers replaces the server's nkey users (and the user that
+// connections without credentials act as; "" for none) by a configuration
+// reload: existing connections of removed users are closed, permissions of
+// the others apply at once.
+func (s *Server) SetNkeyUsers(users []*server.NkeyUser, noAuthUser string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.opts.Clone()
+	next.Nkeys = users
+	next.NoAuthUser = noAuthUser
+	if err := s.ReloadOptions(next); err != nil {
+		return fmt.Errorf("embedded nats-server: reload authorization: %w", err)
+	}
+	s.opts = next
+	return nil
+}
+
 // Start starts the server and waits until it accepts connections.
-func Start(o Options) (*server.Server, error) {
+func Start(o Options) (*Server, error) {
 	host, portStr, err := net.SplitHostPort(o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("nats listen address %q: %w", o.Listen, err)
@@ -70,7 +96,7 @@ func Start(o Options) (*server.Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded nats-server did not start listening on %s (is the port in use? choose another with --nats-listen)", o.Listen)
 	}
-	return ns, nil
+	return &Server{Server: ns, opts: opts.Clone()}, nil
 }
 
 type slogAdapter struct{ log *slog.Logger }

@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/client"
 	"github.com/agentauth/agentauth/schemas"
@@ -35,7 +36,23 @@ type benchFlags struct {
 	sync        string
 	agent       string
 	noProgress  bool
+	agentCreds  string
+	operator    natsFlags
 	cpuProfile  string
+	creds       *agents.Credentials
+}
+
+// connectAgent connects the load's agent, retrying while the embedded
+// server's authorization catches up with a registration just made.
+func connectAgent(ctx context.Context, o client.Options) (*client.Client, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := client.Connect(ctx, o)
+		if err == nil || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // benchEnv is what a scenario runs against: an agentauth instance reached
@@ -96,7 +113,10 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 	fl.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "concurrent requesters")
 	fl.IntVar(&f.rounds, "rounds", 3, "alternating rounds of scenario and limit; medians are reported")
 	fl.BoolVar(&f.jsonOut, "json", false, "print results as JSON")
-	fl.StringVar(&f.natsURL, "nats-url", "", "benchmark a running instance at this NATS URL instead of starting one")
+	fl.StringVar(&f.natsURL, "nats-url", "", "benchmark a running instance at this NATS URL instead of starting one (with --agent-creds, and --nats-nkey or --data-dir for the operator connection of the baseline)")
+	fl.StringVar(&f.agentCreds, "agent-creds", "", "with --nats-url: the credentials file of the agent to act as")
+	fl.StringVar(&f.operator.nkey, "nats-nkey", "", "with --nats-url: operator nkey seed file")
+	fl.StringVar(&f.operator.dataDir, "data-dir", "./agentauth-data", "with --nats-url: data dir of the instance, for its operator key")
 	fl.StringVar(&f.sync, "jetstream-sync", "2m", "fsync policy of the instance the bench starts")
 	fl.StringVar(&f.agent, "agent", "bench-agent", "agent id to act as")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "do not draw progress bars")
@@ -166,15 +186,30 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		}
 		defer m.Close(context.Background())
 		natsURL = m.NATSURL()
+		a, creds, err := agents.New(f.agent, agents.Policy{}, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := m.Agents().Create(ctx, a); err != nil {
+			return err
+		}
+		creds.URL = natsURL
+		f.creds = &creds
+		f.operator.nkey = keyPath(dir, adminKeyFile)
 		fmt.Fprintf(errw, "bench: started agentauth (embedded NATS %s, jetstream-sync %s)\n", natsURL, f.sync)
 	}
-	agent, err := client.Connect(ctx, client.Options{URL: natsURL, Agent: f.agent})
+	f.operator.url = natsURL
+	copts := client.Options{URL: natsURL, Credentials: f.creds, CredsFile: f.agentCreds}
+	if f.creds == nil && f.agentCreds == "" {
+		copts.Agent = f.agent // the instance's anonymous development agent
+	}
+	agent, err := connectAgent(ctx, copts)
 	if err != nil {
 		return err
 	}
 	defer agent.Close()
 	env := &benchEnv{natsURL: natsURL, agent: agent, dial: func(name string) (*nats.Conn, error) {
-		return bus.Connect(bus.ConnOptions{URL: natsURL, Name: name})
+		return f.operator.connect(name)
 	}}
 	var results []BenchResult
 	for _, sc := range selected {
@@ -354,7 +389,9 @@ func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(),
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	echoSubject := "agentauth.bench.echo"
+	// Under the agent's own prefix, which its permissions allow; no
+	// agentauth endpoint listens there.
+	echoSubject := "agentauth." + env.agent.Agent() + ".bench.echo"
 	sub, err := responder.QueueSubscribe(echoSubject, "q", func(m *nats.Msg) {
 		_ = m.RespondMsg(&nats.Msg{Header: sample.Header, Data: sample.Data})
 	})
@@ -374,7 +411,8 @@ func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(),
 	// scenario does.
 	agentConn := env.agent.Conn()
 	base := func(ctx context.Context) error {
-		_, err := agentConn.RequestMsgWithContext(ctx, &nats.Msg{Subject: echoSubject, Header: reqH, Data: reqBody})
+		// With a timeout, as the SDK sends requests.
+		_, err := agentConn.RequestMsg(&nats.Msg{Subject: echoSubject, Header: reqH, Data: reqBody}, 10*time.Second)
 		return err
 	}
 	cleanup := func() {

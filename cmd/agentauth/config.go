@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/agentauth/agentauth/schemas"
 )
 
 // Config is the effective configuration of `agentauth serve`. Each field
@@ -40,6 +42,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	AnonymousAgent  string
 }
 
 // option is one configuration setting: its flag name (also its YAML key),
@@ -74,6 +77,7 @@ var options = []option{
 	{name: "shutdown-timeout", def: "15s", usage: "time given to in-flight requests on shutdown", ptr: func(c *Config) any { return &c.ShutdownTimeout }},
 	{name: "log-level", def: "info", usage: "debug, info, warn or error", ptr: func(c *Config) any { return &c.LogLevel }},
 	{name: "log-format", def: "text", usage: "text or json", ptr: func(c *Config) any { return &c.LogFormat }},
+	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 
 func envName(flag string) string {
@@ -231,6 +235,11 @@ func (c Config) validate() error {
 	}
 	if c.MaxEventBytes < 1024 || c.MaxEventBytes > 1<<20 {
 		errs = append(errs, fmt.Errorf("max-event-bytes %d: use 1024 to 1048576", c.MaxEventBytes))
+	}
+	if c.AnonymousAgent != "" {
+		if err := schemas.ValidAgentID(c.AnonymousAgent); err != nil {
+			errs = append(errs, fmt.Errorf("anonymous-agent: %w", err))
+		}
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request-timeout must be positive"))

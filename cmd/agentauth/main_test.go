@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/client"
 	"github.com/agentauth/agentauth/schemas"
@@ -49,10 +50,46 @@ func MustMain(tb testing.TB, cfg Config) *Main {
 	return m
 }
 
-// MustAgent connects an agent client to m.
+// MustRegister registers an agent with policy p and returns its
+// credentials.
+func MustRegister(tb testing.TB, m *Main, agent string, p agents.Policy) agents.Credentials {
+	tb.Helper()
+	a, creds, err := agents.New(agent, p, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Agents().Create(context.Background(), a); err != nil {
+		tb.Fatalf("register agent %s: %v", agent, err)
+	}
+	creds.URL = m.NATSURL()
+	waitForUser(tb, m, creds)
+	return creds
+}
+
+// waitForUser waits until the embedded server accepts the agent's key
+// (the registry watch reloads the authorization asynchronously).
+func waitForUser(tb testing.TB, m *Main, creds agents.Credentials) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), NKeySeed: []byte(creds.NKeySeed)})
+		if err == nil {
+			nc.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("agent %s never accepted by the server: %v", creds.Agent, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// MustAgent registers an agent (no policy) and connects it to m with its
+// credentials.
 func MustAgent(tb testing.TB, m *Main, agent string) *client.Client {
 	tb.Helper()
-	c, err := client.Connect(context.Background(), client.Options{URL: m.NATSURL(), Agent: agent})
+	creds := MustRegister(tb, m, agent, agents.Policy{})
+	c, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
 	if err != nil {
 		tb.Fatalf("connect agent %s: %v", agent, err)
 	}
@@ -60,9 +97,10 @@ func MustAgent(tb testing.TB, m *Main, agent string) *client.Client {
 	return c
 }
 
+// MustConn connects to m as the operator (every permission).
 func MustConn(tb testing.TB, m *Main) *nats.Conn {
 	tb.Helper()
-	nc, err := nats.Connect(m.NATSURL())
+	nc, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), NKeySeed: m.admin})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -349,7 +387,7 @@ func httpGet(t *testing.T, url string) string {
 // replayAudit reads the whole audit stream through the replay command.
 func replayAudit(t *testing.T, m *Main, extra ...string) []schemas.AuditRequest {
 	t.Helper()
-	out := runCLI(t, append([]string{"replay", "--nats-url", m.NATSURL(), "--no-progress"}, extra...)...)
+	out := runCLI(t, append([]string{"replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress"}, extra...)...)
 	var recs []schemas.AuditRequest
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
@@ -423,7 +461,7 @@ func TestReplay(t *testing.T) {
 	if got := replayAudit(t, m, "--since", "1h"); len(got) != n+1 {
 		t.Errorf("--since 1h: got %d events, want %d", len(got), n+1)
 	}
-	table := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--format", "table", "--no-progress")
+	table := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--format", "table", "--no-progress")
 	if !strings.Contains(table, "agent=a1 op=sys.info outcome=ok") || !strings.Contains(table, "code=unsupported_specversion") {
 		t.Errorf("table output:\n%s", table)
 	}
@@ -434,7 +472,7 @@ func TestReplay(t *testing.T) {
 		{"--stream", "NO_SUCH_STREAM"},
 	} {
 		root := newRoot(io.Discard, io.Discard)
-		root.SetArgs(append([]string{"replay", "--nats-url", m.NATSURL(), "--no-progress"}, bad...))
+		root.SetArgs(append([]string{"replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress"}, bad...))
 		if err := root.Execute(); err == nil {
 			t.Errorf("replay %v: want an error", bad)
 		}
@@ -481,7 +519,8 @@ func TestGracefulShutdown(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.Connect(context.Background(), client.Options{URL: m.NATSURL(), Agent: "a1"})
+	creds := MustRegister(t, m, "a1", agents.Policy{})
+	c, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +658,8 @@ func TestRestartKeepsStreams(t *testing.T) {
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.Connect(context.Background(), client.Options{URL: m.NATSURL(), Agent: "a1"})
+	creds := MustRegister(t, m, "a1", agents.Policy{})
+	c, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
 	if err != nil {
 		t.Fatal(err)
 	}

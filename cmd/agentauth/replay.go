@@ -20,7 +20,7 @@ import (
 )
 
 type replayFlags struct {
-	conn                   bus.ConnOptions
+	nats                   natsFlags
 	stream                 string
 	subjects               []string
 	since, until           string
@@ -49,8 +49,7 @@ A progress bar is drawn on stderr while reading a finite range; --follow keeps t
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.conn.URL, "nats-url", envOr("AGENTAUTH_NATS_URL", "nats://127.0.0.1:4222"), "NATS server of the agentauth instance (env AGENTAUTH_NATS_URL)")
-	fl.StringVar(&f.conn.CredsFile, "nats-creds", os.Getenv("AGENTAUTH_NATS_CREDS"), "NATS credentials file (env AGENTAUTH_NATS_CREDS)")
+	f.nats.add(fl)
 	fl.StringVar(&f.stream, "stream", "audit", "stream: audit, events, or a stream name")
 	fl.StringSliceVar(&f.subjects, "subject", nil, "subject filter, repeatable (e.g. 'agentauth.audit.sys.>')")
 	fl.StringVar(&f.since, "since", "", "start time: RFC 3339 or a duration back from now")
@@ -116,8 +115,7 @@ func runReplay(ctx context.Context, out, errw io.Writer, f *replayFlags) error {
 		defer stop()
 		ctx = sctx
 	}
-	f.conn.Name = "agentauth-replay"
-	nc, err := bus.Connect(f.conn)
+	nc, err := f.nats.connect("agentauth-replay")
 	if err != nil {
 		return err
 	}
@@ -177,7 +175,7 @@ func runReplay(ctx context.Context, out, errw io.Writer, f *replayFlags) error {
 		_ = tw.Flush()
 	}
 	if err != nil {
-		return err
+		return f.nats.explain(nc, err)
 	}
 	if !f.follow {
 		fmt.Fprintf(errw, "%d events from %s\n", count, streamName(f.stream))

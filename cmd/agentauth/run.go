@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,10 +17,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/bus/natsembed"
 	"github.com/agentauth/agentauth/handlers"
@@ -39,8 +42,14 @@ type Main struct {
 	Instance string
 	Registry *prometheus.Registry
 
-	ns       *server.Server
+	ns       *natsembed.Server
 	nc       *nats.Conn
+	agents   *bus.AgentStore
+	sealer   *agents.Sealer
+	stop     context.CancelFunc // ends background work (registry watch)
+	service  []byte             // agentauth's NATS user seed (embedded mode)
+	admin    []byte             // the operator's NATS user seed (embedded mode)
+	anon     *agents.Agent      // the development anonymous agent, if any (embedded mode)
 	js       jetstream.JetStream
 	srv      *bus.Server
 	auditor  *bus.Auditor
@@ -78,6 +87,15 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s: %w", c.DataDir, err)
 	}
+	bg, stop := context.WithCancel(context.Background())
+	m.stop = stop
+	sealSeed, err := loadOrCreateSeed(m.Log, keyPath(c.DataDir, sealKeyFile), nkeys.CreateCurveKeys)
+	if err != nil {
+		return err
+	}
+	if m.sealer, err = agents.NewSealer(sealSeed); err != nil {
+		return err
+	}
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.metrics = bus.NewMetrics(m.Registry)
@@ -87,6 +105,23 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if m.service, err = loadOrCreateSeed(m.Log, keyPath(c.DataDir, serviceKeyFile), nkeys.CreateUser); err != nil {
+			return err
+		}
+		if m.admin, err = loadOrCreateSeed(m.Log, keyPath(c.DataDir, adminKeyFile), nkeys.CreateUser); err != nil {
+			return err
+		}
+		if err := m.loadAnonymousAgent(); err != nil {
+			return err
+		}
+		builtin, err := m.builtinUsers()
+		if err != nil {
+			return err
+		}
+		noAuth := ""
+		if m.anon != nil {
+			noAuth = m.anon.NKey
+		}
 		m.ns, err = natsembed.Start(natsembed.Options{
 			Listen:       c.NATSListen,
 			StoreDir:     filepath.Join(c.DataDir, "jetstream"),
@@ -94,6 +129,10 @@ func (m *Main) Run(ctx context.Context) error {
 			SyncInterval: interval,
 			ServerName:   "agentauth-" + m.Instance,
 			Logger:       m.Log,
+			Configure: func(o *server.Options) error {
+				o.Nkeys, o.NoAuthUser = builtin, noAuth
+				return nil
+			},
 		})
 		if err != nil {
 			return err
@@ -102,8 +141,16 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		m.natsURL = c.NATSURL
 	}
-	var err error
-	m.nc, err = bus.Connect(m.connOptions("agentauth-" + m.Instance))
+	conn := m.connOptions("agentauth-" + m.Instance)
+	conn.OnAsyncError = func(err error) {
+		if bg.Err() == nil { // errors while closing (watchers ending) are expected
+			m.Log.Warn("NATS", "error", err)
+		}
+	}
+	if m.Embedded() {
+		conn.NKeySeed = m.service
+	}
+	m.nc, err = bus.Connect(conn)
 	if err != nil {
 		return err
 	}
@@ -120,6 +167,26 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, m.natsURL)
 	}
 	m.auditor = bus.NewAuditor(m.js, m.metrics, m.Log, m.Instance)
+	if m.agents, err = bus.NewAgentStore(sctx, m.js, c.StreamReplicas); err != nil {
+		return err
+	}
+	if m.Embedded() {
+		if err := m.ensureAnonymousAgent(sctx); err != nil {
+			return err
+		}
+		// The registry is the embedded server's authorization: every
+		// change is applied at once, on every instance.
+		if err := m.applyAgents(sctx); err != nil {
+			return err
+		}
+		if err := m.agents.Watch(bg, func() {
+			if err := m.applyAgents(bg); err != nil && bg.Err() == nil {
+				m.Log.Error("agent registry changed but the NATS authorization was not updated", "error", err)
+			}
+		}); err != nil {
+			return err
+		}
+	}
 
 	validator, err := schemas.NewValidator()
 	if err != nil {
@@ -174,6 +241,105 @@ func (m *Main) streamOptions() bus.StreamOptions {
 	return bus.StreamOptions{Replicas: m.Config.StreamReplicas, AuditMaxAge: m.Config.AuditMaxAge, EventsMaxAge: m.Config.EventsMaxAge}
 }
 
+// builtinUsers are agentauth's own NATS user and the operator's, both
+// with every permission, and the anonymous agent's, isolated like any
+// agent's. They never depend on the registry (the server's no-auth user
+// cannot change while it runs).
+func (m *Main) builtinUsers() ([]*server.NkeyUser, error) {
+	var users []*server.NkeyUser
+	for _, seed := range [][]byte{m.service, m.admin} {
+		pub, err := publicKey(seed)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, &server.NkeyUser{Nkey: pub})
+	}
+	if m.anon != nil {
+		users = append(users, agentUser(*m.anon))
+	}
+	return users, nil
+}
+
+func agentUser(a agents.Agent) *server.NkeyUser {
+	p := agents.PermissionsFor(a.ID)
+	return &server.NkeyUser{Nkey: a.NKey, Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: p.Publish},
+		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
+	}}
+}
+
+// loadAnonymousAgent reads (or, on first start, creates) the development
+// agent that connections without credentials act as.
+func (m *Main) loadAnonymousAgent() error {
+	id := m.Config.AnonymousAgent
+	if id == "" {
+		return nil
+	}
+	path := keyPath(m.Config.DataDir, id+".agent.json")
+	creds, err := readCredentials(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		var a agents.Agent
+		if a, creds, err = agents.New(id, agents.Policy{}, time.Now()); err != nil {
+			return err
+		}
+		_ = a
+		if err := writeCredentials(path, creds); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	a, err := agents.FromCredentials(creds, agents.Policy{}, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	m.anon = &a
+	m.Log.Warn("development: connections without credentials act as agent "+id+"; disable with --anonymous-agent ''", "credentials", path)
+	return nil
+}
+
+// applyAgents sets the embedded server's users from the registry: each
+// agent isolated by agents.PermissionsFor, and the anonymous agent (if
+// any) as the user of connections without credentials.
+func (m *Main) applyAgents(ctx context.Context) error {
+	list, err := m.agents.List(ctx)
+	if err != nil {
+		return err
+	}
+	users, err := m.builtinUsers()
+	if err != nil {
+		return err
+	}
+	noAuth := ""
+	if m.anon != nil {
+		noAuth = m.anon.NKey
+	}
+	for _, a := range list {
+		if m.anon != nil && a.NKey == m.anon.NKey {
+			continue // already a built-in user
+		}
+		users = append(users, agentUser(a))
+	}
+	return m.ns.SetNkeyUsers(users, noAuth)
+}
+
+// ensureAnonymousAgent registers the development agent, if it is not.
+func (m *Main) ensureAnonymousAgent(ctx context.Context) error {
+	if m.anon == nil {
+		return nil
+	}
+	if _, _, err := m.agents.Get(ctx, m.anon.ID); err == nil || !agents.IsNotFound(err) {
+		return err
+	}
+	if err := m.agents.Create(ctx, *m.anon); err != nil && !errors.Is(err, agents.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+// Agents is the agent registry.
+func (m *Main) Agents() *bus.AgentStore { return m.agents }
+
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() schemas.Capabilities {
@@ -214,6 +380,9 @@ func (m *Main) Close(ctx context.Context) error {
 }
 
 func (m *Main) close(ctx context.Context) error {
+	if m.stop != nil {
+		m.stop()
+	}
 	timeout := m.Config.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
@@ -262,22 +431,27 @@ func (m *Main) close(ctx context.Context) error {
 // banner tells a newcomer how to talk to the service.
 func (m *Main) banner(w io.Writer) {
 	nurl := m.natsURL
-	fmt.Fprintf(w, `
-agentauth %s is running (instance %s)
-  NATS      %s%s
-  HTTP      %s  (/healthz /readyz /metrics)
-  data dir  %s
-  fsync     %s
+	fmt.Fprintf(w, "\nagentauth %s is running (instance %s)\n  NATS      %s%s\n  HTTP      %s  (/healthz /readyz /metrics)\n  data dir  %s\n  fsync     %s\n\n",
+		version, m.Instance, nurl, embeddedNote(m.Embedded()), m.HTTPURL(), m.Config.DataDir, m.Config.JetStreamSync)
+	if m.anon != nil {
+		a := m.anon.ID
+		fmt.Fprintf(w, `Try it from another terminal with the nats CLI, as the development agent %q
+(connections without credentials act as it; it may only use its own subjects and inbox):
+  nats --server %s --inbox-prefix %s req agentauth.%s.sys.info '{}' \
+    -H ce-specversion:1.0 -H ce-id:hello-1 -H ce-source:%s -H ce-type:%s
 
-Try it from another terminal with the nats CLI:
-  nats --server %s req agentauth.demo.sys.info '{}' \
-    -H ce-specversion:1.0 -H ce-id:hello-1 -H ce-source:/agents/demo -H ce-type:%s
-  nats --server %s micro ls
-  go run ./cmd/agentauth replay --nats-url %s --since 10m
+`, a, nurl, agents.InboxPrefix(a), a, schemas.AgentSource(a), schemas.TypeSysInfoRequest)
+	}
+	if m.Embedded() {
+		admin := keyPath(m.Config.DataDir, adminKeyFile)
+		fmt.Fprintf(w, `Operators use the key generated in the data dir:
+  nats --server %s --nkey %s micro ls
+  go run ./cmd/agentauth replay --data-dir %s --since 10m
+  go run ./cmd/agentauth agent add my-agent --data-dir %s
 
-Press Ctrl-C to stop (twice to force).
-
-`, version, m.Instance, nurl, embeddedNote(m.Embedded()), m.HTTPURL(), m.Config.DataDir, m.Config.JetStreamSync, nurl, schemas.TypeSysInfoRequest, nurl, nurl)
+`, nurl, admin, m.Config.DataDir, m.Config.DataDir)
+	}
+	fmt.Fprint(w, "Press Ctrl-C to stop (twice to force).\n\n")
 }
 
 func embeddedNote(embedded bool) string {

@@ -1,0 +1,104 @@
+package agents
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+)
+
+func TestNew(t *testing.T) {
+	a, c, err := New("a1", Policy{Audiences: []string{"https://api"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(c.NKeySeed, "SU") || !strings.HasPrefix(c.XKeySeed, "SX") {
+		t.Errorf("seeds %q %q", c.NKeySeed[:2], c.XKeySeed[:2])
+	}
+	back, err := FromCredentials(c, a.Policy, a.Created)
+	if err != nil || back.NKey != a.NKey || back.XKey != a.XKey {
+		t.Errorf("FromCredentials: %+v %v", back, err)
+	}
+	if !a.Policy.AllowsAudience("https://api") || a.Policy.AllowsAudience("https://other") {
+		t.Error("AllowsAudience")
+	}
+	for _, bad := range []string{"", "A", "audit", "a.b", "a>"} {
+		if _, _, err := New(bad, Policy{}, time.Now()); err == nil {
+			t.Errorf("New(%q): want an error", bad)
+		}
+	}
+	if err := (Agent{ID: "a1", NKey: a.XKey, XKey: a.NKey}).Validate(); err == nil {
+		t.Error("swapped keys validated")
+	}
+}
+
+func TestParseCredentials(t *testing.T) {
+	_, c, _ := New("a1", Policy{}, time.Now())
+	for name, in := range map[string]string{
+		"not json":     "{",
+		"no agent":     `{"nkey_seed":"x","xkey_seed":"y"}`,
+		"no seeds":     `{"agent":"a1"}`,
+		"invalid name": `{"agent":"A B","nkey_seed":"x","xkey_seed":"y"}`,
+	} {
+		if _, err := ParseCredentials([]byte(in)); err == nil {
+			t.Errorf("%s: want an error", name)
+		}
+	}
+	got, err := ParseCredentials([]byte(`{"agent":"a1","nkey_seed":"` + c.NKeySeed + `","xkey_seed":"` + c.XKeySeed + `"}`))
+	if err != nil || got != c {
+		t.Errorf("got %+v %v", got, err)
+	}
+}
+
+func TestSealOpen(t *testing.T) {
+	kp, _ := nkeys.CreateCurveKeys()
+	seed, _ := kp.Seed()
+	s, err := NewSealer(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, c1, _ := New("a1", Policy{}, time.Now())
+	_, c2, _ := New("a2", Policy{}, time.Now())
+	box, err := s.Seal(a1, []byte("token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if box.Sender != s.PublicKey() || box.Recipient != a1.XKey {
+		t.Errorf("box %+v", box)
+	}
+	if got, err := Open([]byte(c1.XKeySeed), box); err != nil || string(got) != "token" {
+		t.Errorf("open: %q %v", got, err)
+	}
+	if _, err := Open([]byte(c2.XKeySeed), box); !errors.Is(err, ErrNotForMe) {
+		t.Errorf("other agent: %v", err)
+	}
+	bad := box
+	bad.Alg = "none"
+	if _, err := Open([]byte(c1.XKeySeed), bad); err == nil {
+		t.Error("unknown algorithm opened")
+	}
+	if _, err := NewSealer([]byte("SUnotacurveseed")); err == nil {
+		t.Error("NewSealer accepted a non-curve seed")
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	p := PermissionsFor("a1")
+	for _, s := range append(p.Publish, p.Subscribe...) {
+		if s == ">" || strings.HasPrefix(s, "_INBOX.") || strings.Contains(s, "a2") {
+			t.Errorf("permission %q is too wide", s)
+		}
+	}
+	if len(p.Subscribe) != 1 || p.Subscribe[0] != "_INBOX_a1.>" {
+		t.Errorf("subscribe %v", p.Subscribe)
+	}
+	cfg := NATSConfig("UABC", []Agent{{ID: "b", NKey: "UB"}, {ID: "a", NKey: "UA"}})
+	if strings.Index(cfg, `"UA"`) > strings.Index(cfg, `"UB"`) || !strings.Contains(cfg, `"UABC"`) {
+		t.Errorf("nats config:\n%s", cfg)
+	}
+}

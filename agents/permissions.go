@@ -1,0 +1,70 @@
+package agents
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// InboxPrefix is where an agent receives replies; only it may subscribe
+// there.
+func InboxPrefix(id string) string { return "_INBOX_" + id }
+
+// FeedConsumer is the durable consumer name of an agent's event feed.
+func FeedConsumer(id string) string { return "agent-" + id }
+
+// Permissions are the NATS subjects an agent may publish to and subscribe
+// to; everything else is denied.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
+}
+
+// PermissionsFor isolates agent id on the bus: it publishes requests only
+// under agentauth.<id>.>, receives replies only on its own inbox prefix,
+// and reads only its own event feed through its own durable consumer.
+func PermissionsFor(id string) Permissions {
+	consumer := FeedConsumer(id)
+	stream := schemas.StreamEvents
+	return Permissions{
+		Publish: []string{
+			schemas.SubjectRoot + "." + id + ".>",
+			// Its feed consumer: create (filtered on its feed), info,
+			// pull, and acknowledge.
+			"$JS.API.CONSUMER.CREATE." + stream + "." + consumer + "." + schemas.EventsSubject(id) + ".>",
+			"$JS.API.CONSUMER.INFO." + stream + "." + consumer,
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
+			"$JS.ACK." + stream + "." + consumer + ".>",
+		},
+		Subscribe: []string{InboxPrefix(id) + ".>"},
+	}
+}
+
+// NATSConfig renders, for an external NATS server, the authorization block
+// that gives each agent the permissions of PermissionsFor, plus the
+// service user that agentauth itself connects as.
+func NATSConfig(serviceNKey string, agents []Agent) string {
+	sort.Slice(agents, func(i, j int) bool { return agents[i].ID < agents[j].ID })
+	var b strings.Builder
+	b.WriteString("# agentauth: paste into the NATS server configuration (nkey users).\n")
+	b.WriteString("authorization {\n  users = [\n")
+	fmt.Fprintf(&b, "    # agentauth service\n    { nkey: %q }\n", serviceNKey)
+	for _, a := range agents {
+		p := PermissionsFor(a.ID)
+		fmt.Fprintf(&b, "    # agent %s\n    { nkey: %q, permissions: {\n", a.ID, a.NKey)
+		fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoteList(p.Publish))
+		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n    } }\n", quoteList(p.Subscribe))
+	}
+	b.WriteString("  ]\n}\n")
+	return b.String()
+}
+
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

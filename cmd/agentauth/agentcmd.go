@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/bus"
+)
+
+// policyFlags edit an agent policy from the command line.
+type policyFlags struct {
+	audiences, scopes, approvalAudiences, collections, connections []string
+	clientID                                                       string
+}
+
+func (p *policyFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVar(&p.audiences, "audience", nil, "first-party API audience the agent may get exchanged tokens for (repeatable)")
+	fl.StringSliceVar(&p.scopes, "scope", nil, "scope the agent may ask for in exchanged tokens (repeatable)")
+	fl.StringSliceVar(&p.approvalAudiences, "approval-audience", nil, "audience the agent may ask a person to approve actions for (repeatable)")
+	fl.StringSliceVar(&p.collections, "collection", nil, "retrieval collection the agent may query (repeatable)")
+	fl.StringArrayVar(&p.connections, "connection", nil, "vault connection and its scopes, as name or name=scope1,scope2 (repeatable)")
+	fl.StringVar(&p.clientID, "client-id", "", "OAuth client the user tokens this agent presents must have been issued to")
+}
+
+// apply sets the fields whose flags were given.
+func (p *policyFlags) apply(cmd *cobra.Command, pol *agents.Policy) error {
+	fl := cmd.Flags()
+	if fl.Changed("audience") {
+		pol.Audiences = p.audiences
+	}
+	if fl.Changed("scope") {
+		pol.Scopes = p.scopes
+	}
+	if fl.Changed("approval-audience") {
+		pol.ApprovalAudiences = p.approvalAudiences
+	}
+	if fl.Changed("collection") {
+		pol.Collections = p.collections
+	}
+	if fl.Changed("client-id") {
+		pol.ClientID = p.clientID
+	}
+	if fl.Changed("connection") {
+		pol.Connections = nil
+		for _, c := range p.connections {
+			name, scopes, _ := strings.Cut(c, "=")
+			if name == "" {
+				return fmt.Errorf("--connection %q: use name or name=scope1,scope2", c)
+			}
+			g := agents.ConnectionGrant{Connection: name}
+			if scopes != "" {
+				g.Scopes = strings.Split(scopes, ",")
+			}
+			pol.Connections = append(pol.Connections, g)
+		}
+	}
+	return nil
+}
+
+func newAgentCmd() *cobra.Command {
+	var nf natsFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Register and manage agents: identity, NATS credentials, sealing key and policy",
+	}
+	nf.add(cmd.PersistentFlags())
+	store := func(ctx context.Context) (*bus.AgentStore, func(), error) {
+		nc, err := nf.connect("agentauth-agent-cli")
+		if err != nil {
+			return nil, nil, err
+		}
+		js, err := bus.JetStream(nc, nil)
+		if err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+		s, err := bus.OpenAgentStore(ctx, js)
+		if err != nil {
+			nc.Close()
+			return nil, nil, nf.explain(nc, err)
+		}
+		return s, nc.Close, nil
+	}
+
+	var pf policyFlags
+	var out string
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Create an agent and write its credentials file (shown once, never stored by agentauth)",
+		Example: `  agentauth agent add billing-bot --audience https://api.example.com --scope orders:read
+  go run ./cmd/agentauth agent add my-agent --out ~/.agentauth`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := context.Background()
+			var pol agents.Policy
+			if err := pf.apply(cmd, &pol); err != nil {
+				return err
+			}
+			a, creds, err := agents.New(args[0], pol, time.Now())
+			if err != nil {
+				return err
+			}
+			creds.URL = nf.url
+			path := filepath.Join(out, a.ID+".agent.json")
+			if _, err := os.Stat(path); err == nil {
+				return fmt.Errorf("%s exists; remove it or choose another --out", path)
+			}
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if err := s.Create(ctx, a); err != nil {
+				return err
+			}
+			if err := writeCredentials(path, creds); err != nil {
+				_ = s.Delete(ctx, a.ID)
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "agent %s created\n  nkey  %s\n  xkey  %s\n  credentials written to %s (0600): it holds the agent's secret seeds; agentauth keeps none, so keep this file safe\n\n", a.ID, a.NKey, a.XKey, path)
+			fmt.Fprintf(w, "Use it from Go:  client.Connect(ctx, client.Options{CredsFile: %q})\n", path)
+			return nil
+		},
+	}
+	pf.add(add)
+	add.Flags().StringVar(&out, "out", ".", "directory for the credentials file <name>.agent.json")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			all, err := s.List(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT\tCREATED\tAUDIENCES\tCONNECTIONS\tNKEY")
+			for _, a := range all {
+				var conns []string
+				for _, c := range a.Policy.Connections {
+					conns = append(conns, c.Connection)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Created.Format(time.RFC3339), dash(strings.Join(a.Policy.Audiences, ",")), dash(strings.Join(conns, ",")), a.NKey)
+			}
+			return tw.Flush()
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show an agent (public keys, policy and NATS permissions) as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			a, rev, err := s.Get(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false)
+			return enc.Encode(map[string]any{"agent": a, "revision": rev, "nats_permissions": agents.PermissionsFor(a.ID)})
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove an agent: its NATS credentials stop working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if err := s.Delete(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "agent %s removed\n", args[0])
+			return nil
+		},
+	}
+	var ppf policyFlags
+	policy := &cobra.Command{
+		Use:     "policy NAME",
+		Short:   "Show an agent's policy, or change the parts given as flags",
+		Example: `  agentauth agent policy billing-bot --audience https://api.example.com --audience https://billing.example.com`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			a, rev, err := s.Get(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().NFlag() > 0 {
+				if err := ppf.apply(cmd, &a.Policy); err != nil {
+					return err
+				}
+				if err := s.Update(ctx, a, rev); err != nil {
+					return err
+				}
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false)
+			return enc.Encode(a.Policy)
+		},
+	}
+	ppf.add(policy)
+	natsConfig := &cobra.Command{
+		Use:   "nats-config",
+		Short: "Print the NATS server authorization that isolates every agent (for --nats-url deployments)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			all, err := s.List(ctx)
+			if err != nil {
+				return err
+			}
+			svc := "<agentauth service nkey: the public key of the seed given with --nats-nkey to serve>"
+			if seed, err := os.ReadFile(keyPath(nf.dataDir, serviceKeyFile)); err == nil {
+				if pub, err := publicKey(trimSeed(seed)); err == nil {
+					svc = pub
+				}
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), agents.NATSConfig(svc, all))
+			return err
+		},
+	}
+	cmd.AddCommand(add, list, show, remove, policy, natsConfig)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevent "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// agentConn connects with an agent's credentials and collects the
+// server's asynchronous errors (permission violations).
+type agentConn struct {
+	*nats.Conn
+	mu   sync.Mutex
+	errs []error
+}
+
+func (c *agentConn) violations() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.errs...)
+}
+
+func mustAgentConn(t *testing.T, m *Main, creds agents.Credentials) *agentConn {
+	t.Helper()
+	ac := &agentConn{}
+	nc, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), NKeySeed: []byte(creds.NKeySeed), InboxPrefix: agents.InboxPrefix(creds.Agent),
+		OnAsyncError: func(err error) { ac.mu.Lock(); ac.errs = append(ac.errs, err); ac.mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ac.Conn = nc
+	return ac
+}
+
+// waitViolation waits until the server has refused something of c's and
+// the refusal names subject.
+func waitViolation(t *testing.T, c *agentConn, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, err := range c.violations() {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no permission violation for %q; errors: %v", subject, c.violations())
+}
+
+// TestIsolation proves with real connections that an agent is confined
+// to its own subjects, inbox and feed.
+func TestIsolation(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	c1 := MustRegister(t, m, "a1", agents.Policy{})
+	c2 := MustRegister(t, m, "a2", agents.Policy{})
+	a1 := mustAgentConn(t, m, c1)
+	admin := MustConn(t, m)
+
+	// Subscriptions the server must refuse; each is probed with a
+	// message that must not arrive.
+	for _, tc := range []struct{ subject, probe string }{
+		{">", "anything.at.all"},
+		{"_INBOX.>", "_INBOX.someone.1"},
+		{agents.InboxPrefix("a2") + ".>", agents.InboxPrefix("a2") + ".x"},
+		{schemas.EventsSubject("a2") + ".>", schemas.EventsSubject("a2") + ".linked"},
+		{"agentauth.a2.sys.info", "agentauth.a2.sys.info"},
+		{"$JS.API.>", "$JS.API.INFO"},
+	} {
+		t.Run("SUB "+tc.subject, func(t *testing.T) {
+			got := make(chan *nats.Msg, 1)
+			sub, err := a1.Subscribe(tc.subject, func(msg *nats.Msg) { got <- msg })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			waitViolation(t, a1, tc.subject)
+			if err := admin.Publish(tc.probe, []byte("secret")); err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := a1.Flush(); err != nil && !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Fatal(err)
+			}
+			select {
+			case msg := <-got:
+				t.Fatalf("delivered %s to a refused subscription", msg.Subject)
+			default:
+			}
+		})
+	}
+
+	// Publishing under another agent's prefix is refused, and the service
+	// never sees the request.
+	t.Run("PUB under another agent's prefix", func(t *testing.T) {
+		e, _ := bus.NewEventFrom(bus.MustSource(schemas.AgentSource("a2")), schemas.TypeSysInfoRequest, schemas.SysInfoRequest{})
+		h, data, _ := bus.Encode(e)
+		if err := a1.PublishMsg(&nats.Msg{Subject: "agentauth.a2.sys.info", Reply: agents.InboxPrefix("a1") + ".r", Header: h, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		waitViolation(t, a1, "agentauth.a2.sys.info")
+		if err := m.auditor.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range replayAudit(t, m) {
+			if a.RequestID == e.ID() {
+				t.Fatalf("the service handled a request published by a1 as a2: %+v", a)
+			}
+		}
+	})
+
+	t.Run("consumer on another agent's feed", func(t *testing.T) {
+		js, err := bus.JetStream(a1.Conn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = bus.Consume(ctx, js, bus.ConsumerOptions{Stream: schemas.StreamEvents, Durable: agents.FeedConsumer("a2"), Filter: []string{schemas.EventsSubject("a2") + ".>"}}, nil, slog.New(slog.DiscardHandler), func(context.Context, *bus.Delivery) error { return nil })
+		if err == nil {
+			t.Fatal("a1 created a consumer on a2's feed")
+		}
+	})
+
+	// What an agent may do still works: its own request, and its own feed.
+	t.Run("own request and feed", func(t *testing.T) {
+		cl, err := client.Connect(context.Background(), client.Options{Credentials: &c1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if _, err := cl.SysInfo(context.Background()); err != nil {
+			t.Fatalf("own sys.info: %v", err)
+		}
+		got := make(chan string, 1)
+		sub, err := cl.Events(context.Background(), func(_ context.Context, e *cloudevent.Event) error { got <- e.ID(); return nil })
+		if err != nil {
+			t.Fatalf("own feed: %v", err)
+		}
+		defer sub.Stop()
+		ev, _ := bus.NewEvent("dev.agentauth.test", map[string]string{"k": "v"})
+		if _, err := bus.NewPublisher(m.js, nil).Publish(context.Background(), schemas.EventsSubject("a1")+".test", ev); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-got:
+			if id != ev.ID() {
+				t.Errorf("got event %s, want %s", id, ev.ID())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("own feed event not delivered")
+		}
+	})
+
+	// A removed agent's credentials stop working.
+	t.Run("removed agent", func(t *testing.T) {
+		if err := m.Agents().Delete(context.Background(), "a2"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			nc, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), NKeySeed: []byte(c2.NKeySeed)})
+			if err != nil {
+				break
+			}
+			nc.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("a removed agent can still connect")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// TestAnonymousAgent: a connection without credentials is the development
+// agent, confined like any other.
+func TestAnonymousAgent(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	anon := &agentConn{}
+	nc, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), InboxPrefix: agents.InboxPrefix("demo"),
+		OnAsyncError: func(err error) { anon.mu.Lock(); anon.errs = append(anon.errs, err); anon.mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	anon.Conn = nc
+	reply, err := rawRequest(t, nc, "agentauth.demo.sys.info", validHeader("demo"), []byte(`{}`))
+	if err != nil || reply.Type() != schemas.TypeSysInfoReply {
+		t.Fatalf("anonymous sys.info as demo: %v %v", reply, err)
+	}
+	if err := nc.Publish("agentauth.a1.sys.info", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitViolation(t, anon, "agentauth.a1.sys.info")
+
+	cfg := testConfig(t)
+	cfg.AnonymousAgent = ""
+	m2 := MustMain(t, cfg)
+	if nc, err := nats.Connect(m2.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("with --anonymous-agent '' a connection without credentials was accepted")
+	}
+}
+
+// TestSealing: a token sealed to an agent opens with its credentials only.
+func TestSealing(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	c1 := MustRegister(t, m, "a1", agents.Policy{})
+	c2 := MustRegister(t, m, "a2", agents.Policy{})
+	a1, _, err := m.Agents().Get(context.Background(), "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("ya29.a0-access-token")
+	box, err := m.sealer.Seal(a1, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(box.Ciphertext), string(secret)) {
+		t.Fatal("ciphertext contains the plaintext")
+	}
+	cl1, err := client.Connect(context.Background(), client.Options{Credentials: &c1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl1.Close()
+	got, err := cl1.Open(box)
+	if err != nil || string(got) != string(secret) {
+		t.Fatalf("a1 opens its box: %q, %v", got, err)
+	}
+	cl2, err := client.Connect(context.Background(), client.Options{Credentials: &c2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Close()
+	if _, err := cl2.Open(box); !errors.Is(err, agents.ErrNotForMe) {
+		t.Errorf("a2 opens a1's box: %v, want ErrNotForMe", err)
+	}
+	forged := box
+	forged.Recipient = c2XKey(t, c2)
+	if _, err := cl2.Open(forged); err == nil {
+		t.Error("a2 opened a1's ciphertext by relabelling the recipient")
+	}
+	tampered := box
+	tampered.Ciphertext = append([]byte(nil), box.Ciphertext...)
+	tampered.Ciphertext[len(tampered.Ciphertext)-1] ^= 1
+	if _, err := cl1.Open(tampered); err == nil {
+		t.Error("a tampered box opened")
+	}
+	anon, err := client.Connect(context.Background(), client.Options{URL: m.NATSURL(), Agent: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := anon.Open(box); !errors.Is(err, client.ErrNoSealingKey) {
+		t.Errorf("open without credentials: %v", err)
+	}
+}
+
+func c2XKey(t *testing.T, c agents.Credentials) string {
+	t.Helper()
+	a, err := agents.FromCredentials(c, agents.Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.XKey
+}
+
+// TestAgentCommands drives `agentauth agent …` against a running instance.
+func TestAgentCommands(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	out := t.TempDir()
+	base := []string{"--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir}
+	cli := func(args ...string) string { return runCLI(t, append(append([]string{"agent"}, args...), base...)...) }
+
+	got := cli("add", "billing-bot", "--out", out, "--audience", "https://api.example.com", "--connection", "google=drive.readonly,calendar", "--client-id", "web-app")
+	if !strings.Contains(got, "agent billing-bot created") {
+		t.Fatalf("add: %s", got)
+	}
+	path := filepath.Join(out, "billing-bot.agent.json")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("credentials file mode %v, want 0600", st.Mode().Perm())
+	}
+	raw, _ := os.ReadFile(path)
+	if strings.Contains(got, "SU") && strings.Contains(got, string(raw[10:20])) {
+		t.Errorf("add printed secrets")
+	}
+	a, _, err := m.Agents().Get(context.Background(), "billing-bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Policy.AllowsAudience("https://api.example.com") || a.Policy.ClientID != "web-app" || len(a.Policy.Connections) != 1 || len(a.Policy.Connections[0].Scopes) != 2 {
+		t.Errorf("stored policy %+v", a.Policy)
+	}
+	if strings.Contains(string(mustJSON(t, a)), "SU") {
+		t.Errorf("the registry holds a seed: %s", mustJSON(t, a))
+	}
+
+	waitForUser(t, m, mustCreds(t, path))
+	cl, err := client.Connect(context.Background(), client.Options{CredsFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cl.SysInfo(context.Background()); err != nil || info.Agent != "billing-bot" {
+		t.Fatalf("connect with the written credentials: %+v %v", info, err)
+	}
+	cl.Close()
+
+	if got := cli("list"); !strings.Contains(got, "billing-bot") || !strings.Contains(got, "demo") {
+		t.Errorf("list: %s", got)
+	}
+	if got := cli("show", "billing-bot"); !strings.Contains(got, `"agentauth.billing-bot.>"`) {
+		t.Errorf("show: %s", got)
+	}
+	if got := cli("policy", "billing-bot", "--audience", "https://b.example.com"); !strings.Contains(got, "https://b.example.com") || strings.Contains(got, "https://api.example.com") {
+		t.Errorf("policy: %s", got)
+	}
+	if got := cli("nats-config"); !strings.Contains(got, a.NKey) || !strings.Contains(got, `"_INBOX_billing-bot.>"`) {
+		t.Errorf("nats-config: %s", got)
+	}
+	for _, bad := range [][]string{{"add", "Bad Name"}, {"add", "audit"}, {"add", "billing-bot", "--out", t.TempDir()}, {"show", "nobody"}, {"remove", "nobody"}, {"add", "x1", "--connection", "=a"}} {
+		root := newRoot(io.Discard, io.Discard)
+		root.SetArgs(append(append([]string{"agent"}, bad...), base...))
+		if err := root.Execute(); err == nil {
+			t.Errorf("agent %v: want an error", bad)
+		}
+	}
+	if got := cli("remove", "billing-bot"); !strings.Contains(got, "removed") {
+		t.Errorf("remove: %s", got)
+	}
+	if _, _, err := m.Agents().Get(context.Background(), "billing-bot"); !agents.IsNotFound(err) {
+		t.Errorf("after remove: %v", err)
+	}
+}
+
+type io_discard struct{}
+
+func (io_discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustCreds(t *testing.T, path string) agents.Credentials {
+	t.Helper()
+	c, err := readCredentials(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
