@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,9 @@ type HTTPDeps struct {
 	Gatherer prometheus.Gatherer
 	Registry prometheus.Registerer
 	Info     func() any // shown at / as JSON
+	// Routes are further routes ("GET /path" patterns), instrumented
+	// like the others.
+	Routes map[string]http.HandlerFunc
 }
 
 // NewHTTP returns the HTTP edge: /healthz (the process is up), /readyz
@@ -53,6 +57,10 @@ func NewHTTP(d HTTPDeps) http.Handler {
 	})
 	metrics := promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})
 	route("GET /metrics", "metrics", metrics.ServeHTTP)
+	for pattern, h := range d.Routes {
+		_, path, _ := strings.Cut(pattern, " ")
+		route(pattern, strings.Trim(path, "/"), h)
+	}
 	route("GET /{$}", "index", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.Info())
 	})

@@ -5,6 +5,8 @@
 package schemas
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -90,6 +92,8 @@ func (o Op) SubjectPattern() string { return SubjectRoot + ".*." + o.Area + "." 
 // document must describe each one (a test keeps them in sync). Append only.
 var Operations = []Op{
 	OpSysInfo,
+	OpWhoAmI,
+	OpExchange,
 }
 
 // Lookup returns the op registered for area and name.
@@ -114,4 +118,11 @@ type Sealed struct {
 	Sender     string `json:"sender"`
 	Recipient  string `json:"recipient"`
 	Ciphertext []byte `json:"ciphertext"`
+}
+
+// Fingerprint identifies a secret in logs and audit events without
+// revealing it: "sha256:" and the first 16 hex digits of its SHA-256.
+func Fingerprint(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256:" + hex.EncodeToString(sum[:8])
 }

@@ -40,6 +40,9 @@ func NewValidator() (*Validator, error) {
 		return nil, err
 	}
 	v := &Validator{byType: make(map[string]*jsonschema.Schema, len(names)), empty: make(map[string]error, len(names))}
+	urls := make(map[string]string, len(names))
+	// Register every document first, under its $id, so that $refs
+	// between them resolve.
 	for _, name := range names {
 		raw, err := schemaFS.ReadFile(name)
 		if err != nil {
@@ -50,10 +53,18 @@ func NewValidator() (*Validator, error) {
 			return nil, fmt.Errorf("schema %s: %w", name, err)
 		}
 		url := "mem:///" + name
+		if m, ok := doc.(map[string]any); ok {
+			if id, ok := m["$id"].(string); ok && id != "" {
+				url = id
+			}
+		}
 		if err := c.AddResource(url, doc); err != nil {
 			return nil, fmt.Errorf("schema %s: %w", name, err)
 		}
-		sch, err := c.Compile(url)
+		urls[name] = url
+	}
+	for _, name := range names {
+		sch, err := c.Compile(urls[name])
 		if err != nil {
 			return nil, fmt.Errorf("schema %s: %w", name, err)
 		}

@@ -20,6 +20,7 @@ type asyncAPIDoc struct {
 		Action string `yaml:"action"`
 	} `yaml:"operations"`
 	Components struct {
+		Schemas  map[string]map[string]string `yaml:"schemas"`
 		Messages map[string]struct {
 			Name    string            `yaml:"name"`
 			Payload map[string]string `yaml:"payload"`
@@ -110,6 +111,9 @@ func TestAsyncAPIInSync(t *testing.T) {
 	}
 	for _, typ := range v.Types() {
 		found := false
+		for _, s := range doc.Components.Schemas {
+			found = found || s["$ref"] == "./json/"+typ+".json"
+		}
 		for _, msg := range doc.Components.Messages {
 			found = found || msg.Name == typ
 		}

@@ -43,6 +43,9 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	AnonymousAgent  string
+	PublicURL       string
+	OIDCIssuers     string
+	OIDCAudience    string
 }
 
 // option is one configuration setting: its flag name (also its YAML key),
@@ -77,6 +80,9 @@ var options = []option{
 	{name: "shutdown-timeout", def: "15s", usage: "time given to in-flight requests on shutdown", ptr: func(c *Config) any { return &c.ShutdownTimeout }},
 	{name: "log-level", def: "info", usage: "debug, info, warn or error", ptr: func(c *Config) any { return &c.LogLevel }},
 	{name: "log-format", def: "text", usage: "text or json", ptr: func(c *Config) any { return &c.LogFormat }},
+	{name: "public-url", usage: "base URL agentauth's HTTP edge is reached at: the issuer of the tokens it mints (default http://<http-listen>)", ptr: func(c *Config) any { return &c.PublicURL }},
+	{name: "oidc-issuers", usage: "comma-separated OpenID Connect issuer URLs whose user tokens agentauth accepts (e.g. https://tenant.auth0.com/)", ptr: func(c *Config) any { return &c.OIDCIssuers }},
+	{name: "oidc-audience", def: "agentauth", usage: "audience user tokens must carry", ptr: func(c *Config) any { return &c.OIDCAudience }},
 	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 

@@ -315,7 +315,7 @@ func TestAgentCommands(t *testing.T) {
 	if !a.Policy.AllowsAudience("https://api.example.com") || a.Policy.ClientID != "web-app" || len(a.Policy.Connections) != 1 || len(a.Policy.Connections[0].Scopes) != 2 {
 		t.Errorf("stored policy %+v", a.Policy)
 	}
-	if strings.Contains(string(mustJSON(t, a)), "SU") {
+	if c := mustCreds(t, path); strings.Contains(string(mustJSON(t, a)), c.NKeySeed) || strings.Contains(string(mustJSON(t, a)), c.XKeySeed) {
 		t.Errorf("the registry holds a seed: %s", mustJSON(t, a))
 	}
 

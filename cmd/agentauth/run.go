@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/bus/natsembed"
 	"github.com/agentauth/agentauth/handlers"
+	"github.com/agentauth/agentauth/identity"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -43,6 +45,10 @@ type Main struct {
 	Registry *prometheus.Registry
 
 	ns       *natsembed.Server
+	minter   *minterHolder
+	cache    *agentCache
+	verifier handlers.TokenVerifier
+	userOK   bool
 	nc       *nats.Conn
 	agents   *bus.AgentStore
 	sealer   *agents.Sealer
@@ -89,7 +95,13 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	m.stop = stop
-	sealSeed, err := loadOrCreateSeed(m.Log, keyPath(c.DataDir, sealKeyFile), nkeys.CreateCurveKeys)
+	var sealSeed []byte
+	var err error
+	m.httpLn, err = net.Listen("tcp", c.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("HTTP listen on %s: %w (choose another address with --http-listen)", c.HTTPListen, err)
+	}
+	sealSeed, err = loadOrCreateSeed(m.Log, keyPath(c.DataDir, sealKeyFile), nkeys.CreateCurveKeys)
 	if err != nil {
 		return err
 	}
@@ -170,6 +182,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.agents, err = bus.NewAgentStore(sctx, m.js, c.StreamReplicas); err != nil {
 		return err
 	}
+	m.cache = &agentCache{store: m.agents}
 	if m.Embedded() {
 		if err := m.ensureAnonymousAgent(sctx); err != nil {
 			return err
@@ -179,13 +192,22 @@ func (m *Main) Run(ctx context.Context) error {
 		if err := m.applyAgents(sctx); err != nil {
 			return err
 		}
-		if err := m.agents.Watch(bg, func() {
-			if err := m.applyAgents(bg); err != nil && bg.Err() == nil {
-				m.Log.Error("agent registry changed but the NATS authorization was not updated", "error", err)
-			}
-		}); err != nil {
-			return err
+	}
+	if err := m.agents.Watch(bg, func() {
+		if err := m.cache.refresh(bg); err != nil && bg.Err() == nil {
+			m.Log.Error("agent registry changed but could not be read", "error", err)
 		}
+		if !m.Embedded() {
+			return
+		}
+		if err := m.applyAgents(bg); err != nil && bg.Err() == nil {
+			m.Log.Error("agent registry changed but the NATS authorization was not updated", "error", err)
+		}
+	}); err != nil {
+		return err
+	}
+	if err := m.setupIdentity(bg); err != nil {
+		return err
 	}
 
 	validator, err := schemas.NewValidator()
@@ -209,17 +231,21 @@ func (m *Main) Run(ctx context.Context) error {
 	}, bus.Inline()); err != nil {
 		return err
 	}
-
-	m.httpLn, err = net.Listen("tcp", c.HTTPListen)
-	if err != nil {
-		return fmt.Errorf("HTTP listen on %s: %w (choose another address with --http-listen)", c.HTTPListen, err)
+	user := &handlers.User{Verifier: m.verifier, Agents: m.cache, Minter: m.minter, Sealer: m.sealer, Audit: m.audit}
+	if err := m.srv.Handle(schemas.OpWhoAmI, user.WhoAmI()); err != nil {
+		return err
 	}
+	if err := m.srv.Handle(schemas.OpExchange, user.Exchange()); err != nil {
+		return err
+	}
+
 	m.httpSrv = &http.Server{
 		Handler: handlers.NewHTTP(handlers.HTTPDeps{
 			Ready:    m.ready,
 			Gatherer: m.Registry,
 			Registry: m.Registry,
 			Info:     func() any { return m.info() },
+			Routes:   wellKnown(m.minter),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -343,7 +369,55 @@ func (m *Main) Agents() *bus.AgentStore { return m.agents }
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() schemas.Capabilities {
-	return schemas.Capabilities{Sys: true}
+	return schemas.Capabilities{Sys: true, User: m.userOK}
+}
+
+// PublicURL is the base URL of the HTTP edge as clients reach it: the
+// issuer of the tokens agentauth mints.
+func (m *Main) PublicURL() string {
+	if m.Config.PublicURL != "" {
+		return strings.TrimSuffix(m.Config.PublicURL, "/")
+	}
+	return m.HTTPURL()
+}
+
+// setupIdentity loads the signing keys and configures user-token
+// verification.
+func (m *Main) setupIdentity(ctx context.Context) error {
+	keys, err := loadSigningKeys(m)
+	if err != nil {
+		return err
+	}
+	mm, err := identity.NewMinter(m.PublicURL(), keys, nil)
+	if err != nil {
+		return err
+	}
+	m.minter = &minterHolder{m: mm}
+	if st, err := os.Stat(keyPath(m.Config.DataDir, signingKeysFile)); err == nil {
+		m.minter.modTime = st.ModTime()
+	}
+	go m.minter.watch(ctx, m, m.PublicURL())
+
+	var issuers []identity.IssuerConfig
+	for _, iss := range issuerList(m.Config.OIDCIssuers) {
+		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
+	}
+	if len(issuers) == 0 {
+		m.verifier = noVerifier{}
+		m.Log.Warn("no OpenID Connect issuer configured: user.whoami and user.exchange answer 'unavailable' (set --oidc-issuers)")
+		return nil
+	}
+	v, err := identity.NewVerifier(issuers, identity.Options{})
+	if err != nil {
+		return err
+	}
+	m.verifier, m.userOK = v, true
+	return nil
+}
+
+// audit records a domain audit event about a request.
+func (m *Main) audit(req *bus.Request, area, object, verb, typ string, data any) {
+	m.auditor.Record(area, object, verb, typ, req.Trace, data)
 }
 
 // ready checks NATS and every stream.
