@@ -244,3 +244,37 @@ func (c *Client) Events(ctx context.Context, h EventHandler) (*Subscription, err
 // Conn is the client's NATS connection, for tools that need the raw bus
 // (the benchmark's baseline, for instance).
 func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// WhoAmI returns the verified identity behind the user's token.
+func (c *Client) WhoAmI(ctx context.Context, userToken string) (*schemas.WhoAmI, error) {
+	var out schemas.WhoAmI
+	if err := c.Do(ctx, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: userToken}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Token is a first-party access token obtained by exchange, opened.
+type Token struct {
+	AccessToken string
+	Audience    string
+	Scopes      []string
+	Expiry      time.Time
+	JTI         string
+	Fingerprint string
+}
+
+// Exchange trades the user's token for a short-lived token for one
+// first-party API audience (RFC 8693), which agentauth seals to this agent
+// and the client opens.
+func (c *Client) Exchange(ctx context.Context, userToken, audience string, scopes ...string) (*Token, error) {
+	var out schemas.ExchangeReply
+	if err := c.Do(ctx, schemas.OpExchange, schemas.ExchangeRequest{UserToken: userToken, Audience: audience, Scopes: scopes}, &out); err != nil {
+		return nil, err
+	}
+	raw, err := c.Open(out.SealedToken)
+	if err != nil {
+		return nil, err
+	}
+	return &Token{AccessToken: string(raw), Audience: out.Audience, Scopes: out.Scopes, Expiry: out.ExpiresAt, JTI: out.JTI, Fingerprint: out.Fingerprint}, nil
+}
