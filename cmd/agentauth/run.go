@@ -411,7 +411,7 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.verifier, m.userOK = v, true
+	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
 }
 
