@@ -23,6 +23,8 @@ type HTTPDeps struct {
 	// Routes are further routes ("GET /path" patterns), instrumented
 	// like the others.
 	Routes map[string]http.HandlerFunc
+	// Mounts are sub-trees ("/prefix/") served by another handler.
+	Mounts map[string]http.Handler
 }
 
 // NewHTTP returns the HTTP edge: /healthz (the process is up), /readyz
@@ -60,6 +62,9 @@ func NewHTTP(d HTTPDeps) http.Handler {
 	for pattern, h := range d.Routes {
 		_, path, _ := strings.Cut(pattern, " ")
 		route(pattern, strings.Trim(path, "/"), h)
+	}
+	for prefix, h := range d.Mounts {
+		mux.Handle(prefix, instrument(strings.Trim(prefix, "/"), requests, latency, h))
 	}
 	route("GET /{$}", "index", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.Info())

@@ -46,6 +46,8 @@ type Config struct {
 	PublicURL       string
 	OIDCIssuers     string
 	OIDCAudience    string
+	DevIdP          string
+	DevIdPForce     bool
 }
 
 // option is one configuration setting: its flag name (also its YAML key),
@@ -83,6 +85,8 @@ var options = []option{
 	{name: "public-url", usage: "base URL agentauth's HTTP edge is reached at: the issuer of the tokens it mints (default http://<http-listen>)", ptr: func(c *Config) any { return &c.PublicURL }},
 	{name: "oidc-issuers", usage: "comma-separated OpenID Connect issuer URLs whose user tokens agentauth accepts (e.g. https://tenant.auth0.com/)", ptr: func(c *Config) any { return &c.OIDCIssuers }},
 	{name: "oidc-audience", def: "agentauth", usage: "audience user tokens must carry", ptr: func(c *Config) any { return &c.OIDCAudience }},
+	{name: "dev-idp", def: "auto", usage: "the built-in development OpenID provider at <public-url>/dev-idp (users alice and bob): auto (on when no --oidc-issuers), on, or off", ptr: func(c *Config) any { return &c.DevIdP }},
+	{name: "dev-idp-force", def: "false", usage: "run the development OpenID provider even when the HTTP edge is not on a loopback address", ptr: func(c *Config) any { return &c.DevIdPForce }},
 	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 
@@ -100,6 +104,12 @@ func setValue(p any, s string) error {
 			return fmt.Errorf("%q is not a whole number", s)
 		}
 		*v = n
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*v = b
 	case *time.Duration:
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
@@ -120,6 +130,8 @@ func getValue(p any) string {
 		return strconv.Itoa(*v)
 	case *time.Duration:
 		return v.String()
+	case *bool:
+		return strconv.FormatBool(*v)
 	}
 	return ""
 }
@@ -140,6 +152,9 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 			def = ""
 		}
 		cf.vals[o.name] = fs.String(o.name, def, o.usage+" (env "+envName(o.name)+")")
+		if _, ok := o.ptr(&Config{}).(*bool); ok {
+			fs.Lookup(o.name).NoOptDefVal = "true"
+		}
 	}
 	return cf
 }
@@ -246,6 +261,11 @@ func (c Config) validate() error {
 		if err := schemas.ValidAgentID(c.AnonymousAgent); err != nil {
 			errs = append(errs, fmt.Errorf("anonymous-agent: %w", err))
 		}
+	}
+	switch c.DevIdP {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("dev-idp %q: use auto, on or off", c.DevIdP))
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request-timeout must be positive"))

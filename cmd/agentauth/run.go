@@ -49,6 +49,7 @@ type Main struct {
 	cache    *agentCache
 	verifier handlers.TokenVerifier
 	userOK   bool
+	devIdP   http.Handler
 	nc       *nats.Conn
 	agents   *bus.AgentStore
 	sealer   *agents.Sealer
@@ -246,6 +247,7 @@ func (m *Main) Run(ctx context.Context) error {
 			Registry: m.Registry,
 			Info:     func() any { return m.info() },
 			Routes:   wellKnown(m.minter),
+			Mounts:   m.mounts(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -402,6 +404,16 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 	for _, iss := range issuerList(m.Config.OIDCIssuers) {
 		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
 	}
+	if m.Config.DevIdP == "on" || m.Config.DevIdP == "auto" && len(issuers) == 0 {
+		h, iss, err := m.startDevIdP()
+		if err != nil {
+			return err
+		}
+		m.devIdP = h
+		// Its ID and access tokens carry the same typ and audience, so
+		// they cannot be told apart (docs/NOTES.md).
+		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
+	}
 	if len(issuers) == 0 {
 		m.verifier = noVerifier{}
 		m.Log.Warn("no OpenID Connect issuer configured: user.whoami and user.exchange answer 'unavailable' (set --oidc-issuers)")
@@ -413,6 +425,13 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 	}
 	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
+}
+
+func (m *Main) mounts() map[string]http.Handler {
+	if m.devIdP == nil {
+		return nil
+	}
+	return map[string]http.Handler{devIdPPath + "/": m.devIdP}
 }
 
 // audit records a domain audit event about a request.
@@ -515,6 +534,12 @@ func (m *Main) banner(w io.Writer) {
     -H ce-specversion:1.0 -H ce-id:hello-1 -H ce-source:%s -H ce-type:%s
 
 `, a, nurl, agents.InboxPrefix(a), a, schemas.AgentSource(a), schemas.TypeSysInfoRequest)
+	}
+	if m.devIdP != nil {
+		fmt.Fprintf(w, `DEVELOPMENT OpenID provider: %s (users alice and bob). A user token for scripts:
+  TOKEN=$(go run ./cmd/agentauth dev token alice --url %s)
+
+`, devIdPIssuer(m.PublicURL()), m.PublicURL())
 	}
 	if m.Embedded() {
 		admin := keyPath(m.Config.DataDir, adminKeyFile)
