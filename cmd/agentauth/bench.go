@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +25,7 @@ import (
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/devidp"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -37,6 +40,7 @@ type benchFlags struct {
 	agent       string
 	noProgress  bool
 	agentCreds  string
+	userToken   string
 	operator    natsFlags
 	cpuProfile  string
 	creds       *agents.Credentials
@@ -58,7 +62,8 @@ func connectAgent(ctx context.Context, o client.Options) (*client.Client, error)
 // benchEnv is what a scenario runs against: an agentauth instance reached
 // over TCP loopback, and a way to dial more connections of the same kind.
 type benchEnv struct {
-	natsURL string
+	natsURL   string
+	userToken string
 	agent   *client.Client
 	dial    func(name string) (*nats.Conn, error)
 }
@@ -77,6 +82,8 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{name: "sys.info", limit: "nats echo", setup: setupSysInfo},
+	{name: "user.whoami", limit: "nats echo", setup: setupWhoAmI},
+	{name: "user.exchange", limit: "nats echo", setup: setupExchange},
 }
 
 func scenarioNames() []string {
@@ -115,6 +122,7 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 	fl.BoolVar(&f.jsonOut, "json", false, "print results as JSON")
 	fl.StringVar(&f.natsURL, "nats-url", "", "benchmark a running instance at this NATS URL instead of starting one (with --agent-creds, and --nats-nkey or --data-dir for the operator connection of the baseline)")
 	fl.StringVar(&f.agentCreds, "agent-creds", "", "with --nats-url: the credentials file of the agent to act as")
+	fl.StringVar(&f.userToken, "user-token", "", "with --nats-url: a user token for the user.* scenarios (its agent's policy must allow audience "+benchAudience+")")
 	fl.StringVar(&f.operator.nkey, "nats-nkey", "", "with --nats-url: operator nkey seed file")
 	fl.StringVar(&f.operator.dataDir, "data-dir", "./agentauth-data", "with --nats-url: data dir of the instance, for its operator key")
 	fl.StringVar(&f.sync, "jetstream-sync", "2m", "fsync policy of the instance the bench starts")
@@ -186,7 +194,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		}
 		defer m.Close(context.Background())
 		natsURL = m.NATSURL()
-		a, creds, err := agents.New(f.agent, agents.Policy{}, time.Now())
+		a, creds, err := agents.New(f.agent, agents.Policy{Audiences: []string{benchAudience}}, time.Now())
 		if err != nil {
 			return err
 		}
@@ -196,6 +204,11 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		creds.URL = natsURL
 		f.creds = &creds
 		f.operator.nkey = keyPath(dir, adminKeyFile)
+		t, err := devidp.FetchToken(ctx, &http.Client{Timeout: 10 * time.Second}, devIdPIssuer(m.PublicURL()), devCLIClient, devCLIRedirectURI, "alice", devidp.DefaultUsers()[0].Password)
+		if err != nil {
+			return fmt.Errorf("bench user token: %w", err)
+		}
+		f.userToken = t.AccessToken
 		fmt.Fprintf(errw, "bench: started agentauth (embedded NATS %s, jetstream-sync %s)\n", natsURL, f.sync)
 	}
 	f.operator.url = natsURL
@@ -208,7 +221,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		return err
 	}
 	defer agent.Close()
-	env := &benchEnv{natsURL: natsURL, agent: agent, dial: func(name string) (*nats.Conn, error) {
+	env := &benchEnv{natsURL: natsURL, userToken: f.userToken, agent: agent, dial: func(name string) (*nats.Conn, error) {
 		return f.operator.connect(name)
 	}}
 	var results []BenchResult
@@ -357,11 +370,47 @@ func printBench(w io.Writer, rs []BenchResult) {
 	_ = tw.Flush()
 }
 
-// setupSysInfo: the sys.info round trip through the whole pipeline, and
-// a raw NATS echo responder that answers the same request headers and data
-// with the same reply headers and data.
+// setupSysInfo: the sys.info round trip through the whole pipeline.
 func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
-	req, err := env.agent.NewRequest(schemas.OpSysInfo, schemas.SysInfoRequest{})
+	return setupRequest(env, schemas.OpSysInfo, schemas.SysInfoRequest{}, func(ctx context.Context) error {
+		_, err := env.agent.SysInfo(ctx)
+		return err
+	})
+}
+
+// setupWhoAmI: user.whoami with a development user's token (the JWKS and
+// the verified-token cache warm after the first request).
+func setupWhoAmI(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+	if env.userToken == "" {
+		return nil, nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+	}
+	return setupRequest(env, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: env.userToken}, func(ctx context.Context) error {
+		_, err := env.agent.WhoAmI(ctx, env.userToken)
+		return err
+	})
+}
+
+// setupExchange: user.exchange, minting and sealing a token each time
+// and opening it in the SDK.
+func setupExchange(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+	if env.userToken == "" {
+		return nil, nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+	}
+	return setupRequest(env, schemas.OpExchange, schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}, func(ctx context.Context) error {
+		_, err := env.agent.Exchange(ctx, env.userToken, benchAudience)
+		return err
+	})
+}
+
+// benchAudience is the first-party audience the bench agent may exchange for.
+const benchAudience = "https://api.bench.example"
+
+// setupRequest pairs op (called through the SDK by call) with a raw NATS
+// echo responder that answers the same request headers and data with the
+// headers and data of one real reply: same sizes, same server, same
+// connection types.
+func setupRequest(env *benchEnv, op schemas.Op, data any, call benchOp) (benchOp, benchOp, func(), error) {
+	req, err := env.agent.NewRequest(op, data)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -369,20 +418,18 @@ func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(),
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// One real reply gives the echo its reply size.
 	nc, err := env.dial("bench-echo-client")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	subject := schemas.Subject(env.agent.Agent(), schemas.OpSysInfo)
+	subject := schemas.Subject(env.agent.Agent(), op)
 	sample, err := nc.RequestMsg(&nats.Msg{Subject: subject, Header: reqH, Data: reqBody}, 5*time.Second)
+	if err == nil {
+		_, err = bus.ParseReply(sample)
+	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, fmt.Errorf("sample sys.info: %w", err)
-	}
-	if _, err := bus.ParseReply(sample); err != nil {
-		nc.Close()
-		return nil, nil, nil, fmt.Errorf("sample sys.info: %w", err)
+		return nil, nil, nil, fmt.Errorf("sample %s.%s: %w", op.Area, op.Name, err)
 	}
 	responder, err := env.dial("bench-echo-responder")
 	if err != nil {
@@ -395,23 +442,18 @@ func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(),
 	sub, err := responder.QueueSubscribe(echoSubject, "q", func(m *nats.Msg) {
 		_ = m.RespondMsg(&nats.Msg{Header: sample.Header, Data: sample.Data})
 	})
+	if err == nil {
+		err = responder.Flush()
+	}
 	if err != nil {
 		nc.Close()
 		responder.Close()
 		return nil, nil, nil, err
 	}
-	if err := responder.Flush(); err != nil {
-		return nil, nil, nil, err
-	}
-	op := func(ctx context.Context) error {
-		_, err := env.agent.SysInfo(ctx)
-		return err
-	}
-	// The baseline goes through the agent's own connection, as the
-	// scenario does.
+	// The baseline goes through the agent's own connection, with a
+	// timeout, as the SDK sends requests.
 	agentConn := env.agent.Conn()
 	base := func(ctx context.Context) error {
-		// With a timeout, as the SDK sends requests.
 		_, err := agentConn.RequestMsg(&nats.Msg{Subject: echoSubject, Header: reqH, Data: reqBody}, 10*time.Second)
 		return err
 	}
@@ -420,5 +462,5 @@ func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(),
 		responder.Close()
 		nc.Close()
 	}
-	return op, base, cleanup, nil
+	return call, base, cleanup, nil
 }

@@ -47,6 +47,8 @@ type Config struct {
 	OIDCIssuers     string
 	OIDCAudience    string
 	DevIdP          string
+	LoginClientID   string
+	LoginSecret     string
 	DevIdPForce     bool
 }
 
@@ -86,6 +88,8 @@ var options = []option{
 	{name: "oidc-issuers", usage: "comma-separated OpenID Connect issuer URLs whose user tokens agentauth accepts (e.g. https://tenant.auth0.com/)", ptr: func(c *Config) any { return &c.OIDCIssuers }},
 	{name: "oidc-audience", def: "agentauth", usage: "audience user tokens must carry", ptr: func(c *Config) any { return &c.OIDCAudience }},
 	{name: "dev-idp", def: "auto", usage: "the built-in development OpenID provider at <public-url>/dev-idp (users alice and bob): auto (on when no --oidc-issuers), on, or off", ptr: func(c *Config) any { return &c.DevIdP }},
+	{name: "login-client-id", def: "agentauth-web", usage: "OAuth client id of agentauth's browser login (/login) at the first OpenID issuer (or the development provider)", ptr: func(c *Config) any { return &c.LoginClientID }},
+	{name: "login-client-secret", secret: true, usage: "its client secret, for a confidential client (PKCE is used either way)", ptr: func(c *Config) any { return &c.LoginSecret }},
 	{name: "dev-idp-force", def: "false", usage: "run the development OpenID provider even when the HTTP edge is not on a loopback address", ptr: func(c *Config) any { return &c.DevIdPForce }},
 	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }

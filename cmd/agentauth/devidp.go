@@ -49,9 +49,10 @@ func (m *Main) startDevIdP() (http.Handler, string, error) {
 		Issuer:     issuer,
 		Users:      devidp.DefaultUsers(),
 		SigningKey: key,
-		Clients: []devidp.Client{{
-			ID: devCLIClient, RedirectURIs: []string{devCLIRedirectURI}, Audience: []string{m.Config.OIDCAudience},
-		}},
+		Clients: []devidp.Client{
+			{ID: devCLIClient, RedirectURIs: []string{devCLIRedirectURI}, Audience: []string{m.Config.OIDCAudience}},
+			{ID: m.Config.LoginClientID, RedirectURIs: []string{m.PublicURL() + "/callback"}},
+		},
 	})
 	if err != nil {
 		return nil, "", err

@@ -50,6 +50,7 @@ type Main struct {
 	verifier handlers.TokenVerifier
 	userOK   bool
 	devIdP   http.Handler
+	login    *handlers.Login
 	nc       *nats.Conn
 	agents   *bus.AgentStore
 	sealer   *agents.Sealer
@@ -246,7 +247,7 @@ func (m *Main) Run(ctx context.Context) error {
 			Gatherer: m.Registry,
 			Registry: m.Registry,
 			Info:     func() any { return m.info() },
-			Routes:   wellKnown(m.minter),
+			Routes:   m.routes(),
 			Mounts:   m.mounts(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -423,8 +424,25 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Browser login at the first issuer; its ID tokens are for the login
+	// client.
+	idv, err := identity.NewVerifier([]identity.IssuerConfig{{Issuer: issuers[0].Issuer, Audience: m.Config.LoginClientID}}, identity.Options{})
+	if err != nil {
+		return err
+	}
+	m.login = &handlers.Login{Issuer: issuers[0].Issuer, ClientID: m.Config.LoginClientID, ClientSecret: m.Config.LoginSecret, PublicURL: m.PublicURL(), IDTokens: idv}
 	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
+}
+
+func (m *Main) routes() map[string]http.HandlerFunc {
+	r := wellKnown(m.minter)
+	if m.login != nil {
+		for k, v := range m.login.Routes() {
+			r[k] = v
+		}
+	}
+	return r
 }
 
 func (m *Main) mounts() map[string]http.Handler {

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var (
+	formAction  = regexp.MustCompile(`<form[^>]*action="([^"]*)"`)
+	hiddenInput = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
+)
+
+// browser is a headless browser: a cookie jar that follows redirects.
+func browser(t *testing.T) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar}
+}
+
+func get(t *testing.T, hc *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := hc.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// logIn submits the development provider's login form on page.
+func logIn(t *testing.T, hc *http.Client, resp *http.Response, page, user, password string) (*http.Response, string) {
+	t.Helper()
+	action := formAction.FindStringSubmatch(page)
+	if action == nil {
+		t.Fatalf("no login form at %s:\n%s", resp.Request.URL, page)
+	}
+	post, _ := resp.Request.URL.Parse(html.UnescapeString(action[1]))
+	form := url.Values{"username": {user}, "password": {password}}
+	for _, m := range hiddenInput.FindAllStringSubmatch(page, -1) {
+		form.Set(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+	}
+	r, err := hc.PostForm(post.String(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r, string(b)
+}
+
+// TestBrowserLogin: /login → the provider's login page → /callback → a
+// session whose page shows the user; logout ends it.
+func TestBrowserLogin(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	hc := browser(t)
+	resp, page := get(t, hc, m.PublicURL()+"/whoami")
+	if !strings.Contains(page, "not logged in") {
+		t.Fatalf("before login: %s", page)
+	}
+	resp, page = get(t, hc, m.PublicURL()+"/login")
+	if !strings.Contains(resp.Request.URL.String(), "/dev-idp/") || !strings.Contains(page, "DEVELOPMENT") {
+		t.Fatalf("login did not reach the provider: %s", resp.Request.URL)
+	}
+	resp, page = logIn(t, hc, resp, page, "alice", "alice-dev-password")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `<dd id="subject">dev-alice</dd>`) || !strings.Contains(page, "Alice Example") {
+		t.Fatalf("after login (%s %s):\n%s", resp.Status, resp.Request.URL, page)
+	}
+	// The session cookie is HttpOnly and SameSite.
+	var found bool
+	for _, c := range hc.Jar.Cookies(resp.Request.URL) {
+		found = found || c.Name == "agentauth_session"
+	}
+	if !found {
+		t.Fatal("no session cookie")
+	}
+	req, _ := http.NewRequest(http.MethodGet, m.PublicURL()+"/whoami", nil)
+	req.Header.Set("Accept", "application/json")
+	r, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	var me struct{ Subject string }
+	if err := json.Unmarshal(b, &me); err != nil || me.Subject != "dev-alice" {
+		t.Errorf("whoami JSON: %s", b)
+	}
+	pr, err := hc.Post(m.PublicURL()+"/logout", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _ := io.ReadAll(pr.Body)
+	pr.Body.Close()
+	if !strings.Contains(string(pb), "not logged in") {
+		t.Errorf("after logout: %s", pb)
+	}
+}
+
+// TestLoginBadInput: a callback that this browser did not start, a
+// replayed callback, and a provider error are all refused.
+func TestLoginBadInput(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	// Intercept the redirect back to /callback to replay it.
+	hc := browser(t)
+	var callback *url.URL
+	hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Path == "/callback" && callback == nil {
+			callback = req.URL
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, page := get(t, hc, m.PublicURL()+"/login")
+	logIn(t, hc, resp, page, "alice", "alice-dev-password")
+	if callback == nil {
+		t.Fatal("no callback")
+	}
+	// Another browser opening the same callback: not its login.
+	other := browser(t)
+	r, body := get(t, other, callback.String())
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(body, "state mismatch") {
+		t.Errorf("forwarded callback: %d %s", r.StatusCode, body)
+	}
+	// The right browser: accepted once, refused when replayed.
+	hc.CheckRedirect = nil
+	r, body = get(t, hc, callback.String())
+	if r.StatusCode != http.StatusOK || !strings.Contains(body, "dev-alice") {
+		t.Fatalf("callback: %d %s", r.StatusCode, body)
+	}
+	r, body = get(t, hc, callback.String())
+	if r.StatusCode != http.StatusBadRequest || !(strings.Contains(body, "expired or was already used") || strings.Contains(body, "state mismatch")) {
+		t.Errorf("replayed callback accepted: %d %s", r.StatusCode, body)
+	}
+	r, body = get(t, browser(t), m.PublicURL()+"/callback?error=access_denied&error_description=nope")
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(body, "access_denied") {
+		t.Errorf("provider error: %d %s", r.StatusCode, body)
+	}
+}

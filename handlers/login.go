@@ -1,0 +1,303 @@
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/agentauth/agentauth/identity"
+)
+
+// Login is the browser login of agentauth's HTTP edge: authorization code
+// with PKCE S256, state and nonce against the configured OpenID issuer,
+// an HttpOnly SameSite session cookie, logout, and a "who am I" page that
+// later capabilities (connected accounts, approval inbox) build on.
+// Sessions live in this process's memory.
+type Login struct {
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	PublicURL    string           // agentauth's base URL; the redirect URI is PublicURL+"/callback"
+	IDTokens     TokenVerifier    // verifies ID tokens for ClientID
+	HTTPClient   *http.Client     // for discovery and the token endpoint
+	Now          func() time.Time // default time.Now
+	SessionTTL   time.Duration    // default 8h
+
+	once    sync.Once
+	cfgErr  error
+	oauth   *oauth2.Config
+	mu      sync.Mutex
+	pending map[string]pendingLogin
+	session map[string]Session
+}
+
+type pendingLogin struct {
+	verifier, nonce, next string
+	created             time.Time
+}
+
+// Session is a logged-in browser.
+type Session struct {
+	User    identity.User
+	Expires time.Time
+}
+
+const (
+	loginCookie   = "agentauth_login"
+	sessionCookie = "agentauth_session"
+	loginTTL      = 10 * time.Minute
+)
+
+func (l *Login) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+func (l *Login) secure() bool { return strings.HasPrefix(l.PublicURL, "https://") }
+
+// discover reads the issuer's endpoints once.
+func (l *Login) discover(ctx context.Context) error {
+	l.once.Do(func() {
+		hc := l.HTTPClient
+		if hc == nil {
+			hc = &http.Client{Timeout: 10 * time.Second}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(l.Issuer, "/")+"/.well-known/openid-configuration", nil)
+		if err != nil {
+			l.cfgErr = err
+			return
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			l.cfgErr = fmt.Errorf("discovery at %s: %w", l.Issuer, err)
+			return
+		}
+		defer resp.Body.Close()
+		var d struct {
+			Issuer string `json:"issuer"`
+			Auth   string `json:"authorization_endpoint"`
+			Token  string `json:"token_endpoint"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || d.Auth == "" || d.Token == "" {
+			l.cfgErr = fmt.Errorf("discovery at %s: no authorization and token endpoints", l.Issuer)
+			return
+		}
+		if d.Issuer != l.Issuer {
+			l.cfgErr = fmt.Errorf("discovery at %s names issuer %q", l.Issuer, d.Issuer)
+			return
+		}
+		l.oauth = &oauth2.Config{
+			ClientID: l.ClientID, ClientSecret: l.ClientSecret,
+			Endpoint:    oauth2.Endpoint{AuthURL: d.Auth, TokenURL: d.Token},
+			RedirectURL: l.PublicURL + "/callback",
+			Scopes:      []string{"openid", "profile", "email"},
+		}
+	})
+	return l.cfgErr
+}
+
+func random() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Routes are the login routes for the HTTP edge.
+func (l *Login) Routes() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"GET /login":    l.login,
+		"GET /callback": l.callback,
+		"POST /logout":  l.logout,
+		"GET /logout":   l.logout,
+		"GET /whoami":   l.whoami,
+	}
+}
+
+// login starts the flow: state in a cookie bound to this browser, PKCE
+// verifier and nonce kept here, single use, ten minutes.
+func (l *Login) login(w http.ResponseWriter, r *http.Request) {
+	if err := l.discover(r.Context()); err != nil {
+		http.Error(w, "login is unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	next := r.URL.Query().Get("next")
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		next = "/whoami"
+	}
+	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
+	l.mu.Lock()
+	if l.pending == nil {
+		l.pending = map[string]pendingLogin{}
+	}
+	now := l.now()
+	for k, p := range l.pending {
+		if now.Sub(p.created) > loginTTL {
+			delete(l.pending, k)
+		}
+	}
+	l.pending[state] = pendingLogin{verifier: verifier, nonce: nonce, next: next, created: now}
+	l.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: state, Path: "/", MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, l.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)), http.StatusFound)
+}
+
+func (l *Login) fail(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_ = page.Execute(w, pageData{Title: "Login failed", Error: msg})
+}
+
+// callback finishes the flow: the state must be this browser's and
+// unused, the code is exchanged with the PKCE verifier, the ID token is
+// verified and its nonce checked, then a session starts.
+func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		l.fail(w, http.StatusBadRequest, "The identity provider refused the login: "+e+" "+q.Get("error_description"))
+		return
+	}
+	state := q.Get("state")
+	c, err := r.Cookie(loginCookie)
+	if err != nil || state == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
+		l.fail(w, http.StatusBadRequest, "This login was not started in this browser (state mismatch). Start again at /login.")
+		return
+	}
+	l.mu.Lock()
+	p, ok := l.pending[state]
+	delete(l.pending, state)
+	l.mu.Unlock()
+	if !ok || l.now().Sub(p.created) > loginTTL {
+		l.fail(w, http.StatusBadRequest, "This login expired or was already used. Start again at /login.")
+		return
+	}
+	if err := l.discover(r.Context()); err != nil {
+		l.fail(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	tok, err := l.oauth.Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(p.verifier))
+	if err != nil {
+		l.fail(w, http.StatusBadGateway, "The identity provider did not accept the code; start again at /login.")
+		return
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	u, err := l.IDTokens.Verify(r.Context(), raw, identity.VerifyOptions{Kind: identity.IDToken})
+	if err != nil {
+		msg := err.Error()
+		var te *identity.TokenError
+		if errors.As(err, &te) {
+			msg = te.PublicMessage()
+		}
+		l.fail(w, http.StatusUnauthorized, "The ID token was not accepted: "+msg)
+		return
+	}
+	if nonceOf(raw) != p.nonce {
+		l.fail(w, http.StatusUnauthorized, "The ID token's nonce does not match this login.")
+		return
+	}
+	sid := random()
+	ttl := l.SessionTTL
+	if ttl <= 0 {
+		ttl = 8 * time.Hour
+	}
+	l.mu.Lock()
+	if l.session == nil {
+		l.session = map[string]Session{}
+	}
+	l.session[sid] = Session{User: *u, Expires: l.now().Add(ttl)}
+	l.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sid, Path: "/", MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, p.next, http.StatusFound)
+}
+
+// nonceOf reads the nonce of an ID token whose signature was verified.
+func nonceOf(raw string) string {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Nonce string `json:"nonce"`
+	}
+	_ = json.Unmarshal(b, &c)
+	return c.Nonce
+}
+
+// SessionOf returns the logged-in user of a request.
+func (l *Login) SessionOf(r *http.Request) (Session, bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return Session{}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.session[c.Value]
+	if !ok || !l.now().Before(s.Expires) {
+		delete(l.session, c.Value)
+		return Session{}, false
+	}
+	return s, true
+}
+
+func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		l.mu.Lock()
+		delete(l.session, c.Value)
+		l.mu.Unlock()
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, "/whoami", http.StatusFound)
+}
+
+func (l *Login) whoami(w http.ResponseWriter, r *http.Request) {
+	s, ok := l.SessionOf(r)
+	if strings.Contains(r.Header.Get("Accept"), "application/json") {
+		if !ok {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "not logged in", "login": "/login"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"subject": s.User.Subject, "issuer": s.User.Issuer, "email": s.User.Email, "name": s.User.Name})
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	d := pageData{Title: "Who am I"}
+	if ok {
+		d.User = &s.User
+	}
+	_ = page.Execute(w, d)
+}
+
+type pageData struct {
+	Title string
+	User  *identity.User
+	Error string
+}
+
+var page = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>agentauth — {{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}dt{font-weight:600}.error{color:#b00}</style></head>
+<body><h1>agentauth</h1>
+{{if .Error}}<p class="error">{{.Error}}</p><p><a href="/login">Log in</a></p>
+{{else if .User}}<p>You are logged in.</p>
+<dl><dt>Name</dt><dd id="name">{{.User.Name}}</dd><dt>Email</dt><dd id="email">{{.User.Email}}</dd>
+<dt>Subject</dt><dd id="subject">{{.User.Subject}}</dd><dt>Issuer</dt><dd id="issuer">{{.User.Issuer}}</dd></dl>
+<form method="post" action="/logout"><button>Log out</button></form>
+{{else}}<p>You are not logged in.</p><p><a href="/login">Log in</a></p>{{end}}
+</body></html>`))
