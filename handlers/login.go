@@ -44,7 +44,7 @@ type Login struct {
 
 type pendingLogin struct {
 	verifier, nonce, next string
-	created             time.Time
+	created               time.Time
 }
 
 // Session is a logged-in browser.

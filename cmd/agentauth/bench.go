@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -64,8 +64,8 @@ func connectAgent(ctx context.Context, o client.Options) (*client.Client, error)
 type benchEnv struct {
 	natsURL   string
 	userToken string
-	agent   *client.Client
-	dial    func(name string) (*nats.Conn, error)
+	agent     *client.Client
+	dial      func(name string) (*nats.Conn, error)
 }
 
 // benchOp is one timed operation.
