@@ -3,6 +3,8 @@
 package natsembed
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // Options configure the embedded server.
@@ -25,34 +28,130 @@ type Options struct {
 	SyncInterval time.Duration
 	ServerName   string
 	Logger       *slog.Logger
-	// Configure, when set, adjusts the server options before start
-	// (authorization, for example).
+	// Auth, when set, authenticates every client (see Authenticator).
+	Auth *Authenticator
+	// Configure, when set, adjusts the server options before start.
 	Configure func(*server.Options) error
 }
 
-// Server is a running embedded nats-server whose authorization can be
-// replaced while it runs.
+// Server is a running embedded nats-server whose users can be replaced
+// while it runs.
 type Server struct {
 	*server.Server
-	mu   sync.Mutex
-	opts *server.Options
+	auth *Authenticator
 }
 
-// SetNkeyUsers replaces the server's nkey users (and the user that
-// connections without credentials act as; "" for none) by a configuration
-// reload: existing connections of removed users are closed, permissions of
-// the others apply at once.
-func (s *Server) SetNkeyUsers(users []*server.NkeyUser, noAuthUser string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := s.opts.Clone()
-	next.Nkeys = users
-	next.NoAuthUser = noAuthUser
-	if err := s.ReloadOptions(next); err != nil {
-		return fmt.Errorf("embedded nats-server: reload authorization: %w", err)
+// SetNkeyUsers replaces the users the server accepts (nkey users with
+// their permissions) and the user that connections without credentials
+// act as (nil for none). Connections of users no longer present are
+// closed.
+func (s *Server) SetNkeyUsers(users []*server.NkeyUser, anonymous *server.NkeyUser) error {
+	if s.auth == nil {
+		return errors.New("embedded nats-server: started without an Authenticator")
 	}
-	s.opts = next
+	s.auth.set(users, anonymous, s.Server)
 	return nil
+}
+
+// Authenticator authenticates clients of the embedded server against a
+// user set that can change at any time — unlike a configuration reload,
+// which nats-server does not make safe for concurrent JetStream use. An
+// nkey client proves its key by signing the server's nonce; a client
+// without credentials is the anonymous user, if there is one. Safe for
+// concurrent use.
+type Authenticator struct {
+	mu    sync.RWMutex
+	users map[string]*server.NkeyUser
+	anon  *server.NkeyUser
+	conns map[string]map[uint64]struct{} // client ids by nkey, to close removed users
+}
+
+// NewAuthenticator starts with users and anonymous.
+func NewAuthenticator(users []*server.NkeyUser, anonymous *server.NkeyUser) *Authenticator {
+	a := &Authenticator{}
+	a.set(users, anonymous, nil)
+	return a
+}
+
+func (a *Authenticator) set(users []*server.NkeyUser, anonymous *server.NkeyUser, ns *server.Server) {
+	m := make(map[string]*server.NkeyUser, len(users))
+	for _, u := range users {
+		m[u.Nkey] = u
+	}
+	a.mu.Lock()
+	var kick []uint64
+	for nkey, ids := range a.conns {
+		_, still := m[nkey]
+		if anonymous != nil && nkey == anonymous.Nkey {
+			still = true
+		}
+		if still {
+			continue
+		}
+		for id := range ids {
+			kick = append(kick, id)
+		}
+		delete(a.conns, nkey)
+	}
+	a.users, a.anon = m, anonymous
+	a.mu.Unlock()
+	for _, id := range kick {
+		if ns != nil {
+			_ = ns.DisconnectClientByID(id)
+		}
+	}
+}
+
+type nkeyRegistrar interface {
+	RegisterNkeyUser(*server.NkeyUser) error
+}
+
+// Check implements server.Authentication.
+func (a *Authenticator) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	reg, ok := c.(nkeyRegistrar)
+	if !ok {
+		return false
+	}
+	opts := c.GetOpts()
+	a.mu.RLock()
+	var u *server.NkeyUser
+	if opts.Nkey == "" {
+		u = a.anon
+	} else {
+		u = a.users[opts.Nkey]
+	}
+	a.mu.RUnlock()
+	if u == nil {
+		return false
+	}
+	if opts.Nkey != "" {
+		sig, err := base64.RawURLEncoding.DecodeString(opts.Sig)
+		if err != nil {
+			if sig, err = base64.StdEncoding.DecodeString(opts.Sig); err != nil {
+				return false
+			}
+		}
+		pub, err := nkeys.FromPublicKey(opts.Nkey)
+		if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
+			return false
+		}
+	}
+	if reg.RegisterNkeyUser(u) != nil {
+		return false
+	}
+	a.mu.Lock()
+	if a.conns == nil {
+		a.conns = map[string]map[uint64]struct{}{}
+	}
+	if a.conns[u.Nkey] == nil {
+		a.conns[u.Nkey] = map[uint64]struct{}{}
+	}
+	a.conns[u.Nkey][c.GetID()] = struct{}{}
+	a.mu.Unlock()
+	return true
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -79,6 +178,10 @@ func Start(o Options) (*Server, error) {
 		NoSigs:       true,
 		MaxPayload:   1 << 20,
 	}
+	if o.Auth != nil {
+		opts.CustomClientAuthentication = o.Auth
+		opts.AlwaysEnableNonce = true
+	}
 	if o.Configure != nil {
 		if err := o.Configure(opts); err != nil {
 			return nil, err
@@ -96,7 +199,7 @@ func Start(o Options) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded nats-server did not start listening on %s (is the port in use? choose another with --nats-listen)", o.Listen)
 	}
-	return &Server{Server: ns, opts: opts.Clone()}, nil
+	return &Server{Server: ns, auth: o.Auth}, nil
 }
 
 type slogAdapter struct{ log *slog.Logger }

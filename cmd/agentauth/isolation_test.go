@@ -173,6 +173,14 @@ func TestIsolation(t *testing.T) {
 
 	// A removed agent's credentials stop working.
 	t.Run("removed agent", func(t *testing.T) {
+		closed := make(chan struct{})
+		live, err := bus.Connect(bus.ConnOptions{URL: m.NATSURL(), NKeySeed: []byte(c2.NKeySeed)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live.SetDisconnectErrHandler(func(*nats.Conn, error) { close(closed) })
+		live.SetReconnectHandler(nil)
+		defer live.Close()
 		if err := m.Agents().Delete(context.Background(), "a2"); err != nil {
 			t.Fatal(err)
 		}
@@ -187,6 +195,11 @@ func TestIsolation(t *testing.T) {
 				t.Fatal("a removed agent can still connect")
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a removed agent's open connection was not closed")
 		}
 	})
 }

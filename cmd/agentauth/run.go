@@ -132,9 +132,9 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		noAuth := ""
+		var anonUser *server.NkeyUser
 		if m.anon != nil {
-			noAuth = m.anon.NKey
+			anonUser = agentUser(*m.anon)
 		}
 		m.ns, err = natsembed.Start(natsembed.Options{
 			Listen:       c.NATSListen,
@@ -143,10 +143,7 @@ func (m *Main) Run(ctx context.Context) error {
 			SyncInterval: interval,
 			ServerName:   "agentauth-" + m.Instance,
 			Logger:       m.Log,
-			Configure: func(o *server.Options) error {
-				o.Nkeys, o.NoAuthUser = builtin, noAuth
-				return nil
-			},
+			Auth:         natsembed.NewAuthenticator(builtin, anonUser),
 		})
 		if err != nil {
 			return err
@@ -339,9 +336,9 @@ func (m *Main) applyAgents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	noAuth := ""
+	var anonUser *server.NkeyUser
 	if m.anon != nil {
-		noAuth = m.anon.NKey
+		anonUser = agentUser(*m.anon)
 	}
 	for _, a := range list {
 		if m.anon != nil && a.NKey == m.anon.NKey {
@@ -349,7 +346,7 @@ func (m *Main) applyAgents(ctx context.Context) error {
 		}
 		users = append(users, agentUser(a))
 	}
-	return m.ns.SetNkeyUsers(users, noAuth)
+	return m.ns.SetNkeyUsers(users, anonUser)
 }
 
 // ensureAnonymousAgent registers the development agent, if it is not.
