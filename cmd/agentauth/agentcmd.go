@@ -93,6 +93,19 @@ func newAgentCmd() *cobra.Command {
 		return s, nc.Close, nil
 	}
 
+	// withStore runs fn with the registry of the instance nf points at.
+	withStore := func(fn func(ctx context.Context, cmd *cobra.Command, args []string, s *bus.AgentStore) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			ctx := context.Background()
+			s, done, err := store(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return fn(ctx, cmd, args, s)
+		}
+	}
+
 	var pf policyFlags
 	var out string
 	add := &cobra.Command{
@@ -141,13 +154,7 @@ func newAgentCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List agents",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := context.Background()
-			s, done, err := store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: withStore(func(ctx context.Context, cmd *cobra.Command, _ []string, s *bus.AgentStore) error {
 			all, err := s.List(ctx)
 			if err != nil {
 				return err
@@ -162,19 +169,13 @@ func newAgentCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Created.Format(time.RFC3339), dash(strings.Join(a.Policy.Audiences, ",")), dash(strings.Join(conns, ",")), a.NKey)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	show := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show an agent (public keys, policy and NATS permissions) as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := context.Background()
-			s, done, err := store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: withStore(func(ctx context.Context, cmd *cobra.Command, args []string, s *bus.AgentStore) error {
 			a, rev, err := s.Get(ctx, args[0])
 			if err != nil {
 				return err
@@ -183,25 +184,19 @@ func newAgentCmd() *cobra.Command {
 			enc.SetIndent("", "  ")
 			enc.SetEscapeHTML(false)
 			return enc.Encode(map[string]any{"agent": a, "revision": rev, "nats_permissions": agents.PermissionsFor(a.ID)})
-		},
+		}),
 	}
 	remove := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Remove an agent: its NATS credentials stop working at once",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := context.Background()
-			s, done, err := store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: withStore(func(ctx context.Context, cmd *cobra.Command, args []string, s *bus.AgentStore) error {
 			if err := s.Delete(ctx, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "agent %s removed\n", args[0])
 			return nil
-		},
+		}),
 	}
 	var ppf policyFlags
 	policy := &cobra.Command{
@@ -209,13 +204,7 @@ func newAgentCmd() *cobra.Command {
 		Short:   "Show an agent's policy, or change the parts given as flags",
 		Example: `  agentauth agent policy billing-bot --audience https://api.example.com --audience https://billing.example.com`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := context.Background()
-			s, done, err := store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: withStore(func(ctx context.Context, cmd *cobra.Command, args []string, s *bus.AgentStore) error {
 			a, rev, err := s.Get(ctx, args[0])
 			if err != nil {
 				return err
@@ -232,20 +221,14 @@ func newAgentCmd() *cobra.Command {
 			enc.SetIndent("", "  ")
 			enc.SetEscapeHTML(false)
 			return enc.Encode(a.Policy)
-		},
+		}),
 	}
 	ppf.add(policy)
 	natsConfig := &cobra.Command{
 		Use:   "nats-config",
 		Short: "Print the NATS server authorization that isolates every agent (for --nats-url deployments)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := context.Background()
-			s, done, err := store(ctx)
-			if err != nil {
-				return err
-			}
-			defer done()
+		RunE: withStore(func(ctx context.Context, cmd *cobra.Command, _ []string, s *bus.AgentStore) error {
 			all, err := s.List(ctx)
 			if err != nil {
 				return err
@@ -258,7 +241,7 @@ func newAgentCmd() *cobra.Command {
 			}
 			_, err = io.WriteString(cmd.OutOrStdout(), agents.NATSConfig(svc, all))
 			return err
-		},
+		}),
 	}
 	cmd.AddCommand(add, list, show, remove, policy, natsConfig)
 	return cmd
