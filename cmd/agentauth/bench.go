@@ -26,6 +26,7 @@ import (
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/client"
 	"github.com/agentauth/agentauth/devidp"
+	"github.com/agentauth/agentauth/identity"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -41,6 +42,8 @@ type benchFlags struct {
 	noProgress  bool
 	agentCreds  string
 	userToken   string
+	issuer      string
+	audience    string
 	operator    natsFlags
 	cpuProfile  string
 	creds       *agents.Credentials
@@ -64,6 +67,8 @@ func connectAgent(ctx context.Context, o client.Options) (*client.Client, error)
 type benchEnv struct {
 	natsURL   string
 	userToken string
+	issuer    string // the user token's issuer, when known
+	audience  string
 	agent     *client.Client
 	dial      func(name string) (*nats.Conn, error)
 }
@@ -84,6 +89,7 @@ var scenarios = []scenario{
 	{name: "sys.info", limit: "nats echo", setup: setupSysInfo},
 	{name: "user.whoami", limit: "nats echo", setup: setupWhoAmI},
 	{name: "user.exchange", limit: "nats echo", setup: setupExchange},
+	{name: "jwt.verify", limit: "cached verify", setup: setupJWTVerify},
 }
 
 func scenarioNames() []string {
@@ -209,6 +215,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 			return fmt.Errorf("bench user token: %w", err)
 		}
 		f.userToken = t.AccessToken
+		f.issuer, f.audience = devIdPIssuer(m.PublicURL()), m.Config.OIDCAudience
 		fmt.Fprintf(errw, "bench: started agentauth (embedded NATS %s, jetstream-sync %s)\n", natsURL, f.sync)
 	}
 	f.operator.url = natsURL
@@ -221,7 +228,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		return err
 	}
 	defer agent.Close()
-	env := &benchEnv{natsURL: natsURL, userToken: f.userToken, agent: agent, dial: func(name string) (*nats.Conn, error) {
+	env := &benchEnv{natsURL: natsURL, userToken: f.userToken, issuer: f.issuer, audience: f.audience, agent: agent, dial: func(name string) (*nats.Conn, error) {
 		return f.operator.connect(name)
 	}}
 	var results []BenchResult
@@ -353,6 +360,8 @@ func fmtDur(d time.Duration) string {
 	switch {
 	case d >= time.Millisecond:
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+	case d < time.Microsecond:
+		return strconv.FormatInt(int64(d), 10) + "ns"
 	default:
 		return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + "µs"
 	}
@@ -400,6 +409,32 @@ func setupExchange(ctx context.Context, env *benchEnv) (benchOp, benchOp, func()
 		_, err := env.agent.Exchange(ctx, env.userToken, benchAudience)
 		return err
 	})
+}
+
+// setupJWTVerify: verification of the user token in this process (with a
+// warm JWKS) against the verified-token cache. At concurrency 1 the
+// rates are verifications per second per core.
+func setupJWTVerify(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+	if env.userToken == "" || env.issuer == "" {
+		return nil, nil, nil, errors.New("jwt.verify needs the built-in development provider (run without --nats-url)")
+	}
+	v, err := identity.NewVerifier([]identity.IssuerConfig{{Issuer: env.issuer, Audience: env.audience}}, identity.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := v.Verify(ctx, env.userToken, identity.VerifyOptions{}); err != nil {
+		return nil, nil, nil, err
+	}
+	cached := &identity.CachingVerifier{Next: v}
+	op := func(ctx context.Context) error {
+		_, err := v.Verify(ctx, env.userToken, identity.VerifyOptions{})
+		return err
+	}
+	base := func(ctx context.Context) error {
+		_, err := cached.Verify(ctx, env.userToken, identity.VerifyOptions{})
+		return err
+	}
+	return op, base, func() {}, nil
 }
 
 // benchAudience is the first-party audience the bench agent may exchange for.

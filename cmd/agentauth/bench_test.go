@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+)
+
+// TestBenchCommand runs every benchmark scenario briefly: each runs
+// against its limit without errors. Timings are not checked.
+func TestBenchCommand(t *testing.T) {
+	var out bytes.Buffer
+	f := &benchFlags{scenarios: scenarioNames(), n: 50, warmup: 10, concurrency: []int{1, 2}, rounds: 1, jsonOut: true, sync: "2m", agent: "bench-agent", noProgress: true}
+	if err := runBench(context.Background(), &out, io.Discard, f); err != nil {
+		t.Fatal(err)
+	}
+	var rs []BenchResult
+	if err := json.Unmarshal(out.Bytes(), &rs); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if got, want := len(rs), 2*len(scenarios); got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	for _, r := range rs {
+		if r.Op.Errors != 0 || r.Baseline.Errors != 0 || r.Op.Throughput <= 0 || r.Baseline.Throughput <= 0 || r.P50Ratio <= 0 {
+			t.Errorf("%s c=%d: %+v", r.Scenario, r.Concurrency, r)
+		}
+	}
+	f.scenarios = []string{"nope"}
+	if err := runBench(context.Background(), io.Discard, io.Discard, f); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}
