@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -40,6 +42,7 @@ type benchFlags struct {
 	sync        string
 	agent       string
 	noProgress  bool
+	loadProcess bool
 	agentCreds  string
 	userToken   string
 	issuer      string
@@ -83,12 +86,16 @@ type scenario struct {
 	limit string
 	// setup returns the operation and its baseline, and a cleanup.
 	setup func(ctx context.Context, env *benchEnv) (op, baseline benchOp, cleanup func(), err error)
+	// ops, for request/reply scenarios, builds the operation and its
+	// baseline without starting the echo responder: what a separate load
+	// process runs while the responder stays next to the service.
+	ops func(ctx context.Context, env *benchEnv) (op, baseline benchOp, err error)
 }
 
 var scenarios = []scenario{
-	{name: "sys.info", limit: "nats echo", setup: setupSysInfo},
-	{name: "user.whoami", limit: "nats echo", setup: setupWhoAmI},
-	{name: "user.exchange", limit: "nats echo", setup: setupExchange},
+	{name: "sys.info", limit: "nats echo", setup: withEcho(sysInfoOps, schemas.OpSysInfo), ops: sysInfoOps},
+	{name: "user.whoami", limit: "nats echo", setup: withEcho(whoAmIOps, schemas.OpWhoAmI), ops: whoAmIOps},
+	{name: "user.exchange", limit: "nats echo", setup: withEcho(exchangeOps, schemas.OpExchange), ops: exchangeOps},
 	{name: "jwt.verify", limit: "cached verify", setup: setupJWTVerify},
 }
 
@@ -134,6 +141,7 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 	fl.StringVar(&f.sync, "jetstream-sync", "2m", "fsync policy of the instance the bench starts")
 	fl.StringVar(&f.agent, "agent", "bench-agent", "agent id to act as")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "do not draw progress bars")
+	fl.BoolVar(&f.loadProcess, "load-process", false, "generate the load of request/reply scenarios from a separate process, as agents are (the echo responder stays next to the service)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (service and load) to this file")
 	return cmd
 }
@@ -241,12 +249,29 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 			if c <= 0 {
 				return fmt.Errorf("--concurrency %d must be positive", c)
 			}
-			measure(ctx, op, f.warmup, c, nil)
-			measure(ctx, base, f.warmup, c, nil)
 			var ops, bases []Stats
-			for r := 0; r < f.rounds; r++ {
-				bases = append(bases, measure(ctx, base, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.limit, c, r+1, f.rounds))))
-				ops = append(ops, measure(ctx, op, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.name, c, r+1, f.rounds))))
+			if f.loadProcess && sc.ops != nil {
+				spec := loadSpec{URL: natsURL, UserToken: f.userToken, Scenario: sc.name, Concurrency: c, N: f.n, Warmup: f.warmup, Rounds: f.rounds}
+				if f.creds != nil {
+					spec.Credentials = *f.creds
+				} else if f.agentCreds != "" {
+					if spec.Credentials, err = readCredentials(f.agentCreds); err != nil {
+						return err
+					}
+				} else {
+					spec.Credentials.Agent = f.agent
+				}
+				fmt.Fprintf(errw, "bench: %s c=%d in a load process\n", sc.name, c)
+				if ops, bases, err = runLoadProcess(ctx, errw, spec); err != nil {
+					return fmt.Errorf("scenario %s: %w", sc.name, err)
+				}
+			} else {
+				measure(ctx, op, f.warmup, c, nil)
+				measure(ctx, base, f.warmup, c, nil)
+				for r := 0; r < f.rounds; r++ {
+					bases = append(bases, measure(ctx, base, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.limit, c, r+1, f.rounds))))
+					ops = append(ops, measure(ctx, op, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.name, c, r+1, f.rounds))))
+				}
 			}
 			res := BenchResult{Scenario: sc.name, Limit: sc.limit, Concurrency: c, N: f.n, Rounds: f.rounds, Op: medianStats(ops), Baseline: medianStats(bases)}
 			if res.Baseline.P50 > 0 {
@@ -379,36 +404,126 @@ func printBench(w io.Writer, rs []BenchResult) {
 	_ = tw.Flush()
 }
 
-// setupSysInfo: the sys.info round trip through the whole pipeline.
-func setupSysInfo(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
-	return setupRequest(env, schemas.OpSysInfo, schemas.SysInfoRequest{}, func(ctx context.Context) error {
+// sysInfoOps: the sys.info round trip through the whole pipeline.
+func sysInfoOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
+	return requestOps(env, schemas.OpSysInfo, schemas.SysInfoRequest{}, func(ctx context.Context) error {
 		_, err := env.agent.SysInfo(ctx)
 		return err
 	})
 }
 
-// setupWhoAmI: user.whoami with a development user's token (the JWKS and
-// the verified-token cache warm after the first request).
-func setupWhoAmI(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+// whoAmIOps: user.whoami with a development user's token (the JWKS and the
+// verified-token cache warm after the first request).
+func whoAmIOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
 	if env.userToken == "" {
-		return nil, nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+		return nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
 	}
-	return setupRequest(env, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: env.userToken}, func(ctx context.Context) error {
+	return requestOps(env, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: env.userToken}, func(ctx context.Context) error {
 		_, err := env.agent.WhoAmI(ctx, env.userToken)
 		return err
 	})
 }
 
-// setupExchange: user.exchange, minting and sealing a token each time
-// and opening it in the SDK.
-func setupExchange(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+// exchangeOps: user.exchange, minting and sealing a token each time and
+// opening it in the SDK.
+func exchangeOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
 	if env.userToken == "" {
-		return nil, nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+		return nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
 	}
-	return setupRequest(env, schemas.OpExchange, schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}, func(ctx context.Context) error {
+	return requestOps(env, schemas.OpExchange, schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}, func(ctx context.Context) error {
 		_, err := env.agent.Exchange(ctx, env.userToken, benchAudience)
 		return err
 	})
+}
+
+// echoSubject is where the baseline's echo responder listens: under the
+// agent's own prefix, which its permissions allow, where no agentauth
+// endpoint listens.
+func echoSubject(agent string) string { return "agentauth." + agent + ".bench.echo" }
+
+// requestOps pairs call (op through the SDK) with the raw NATS request the
+// echo responder answers: the same request headers and data, through the
+// agent's own connection, with a timeout as the SDK sends.
+func requestOps(env *benchEnv, op schemas.Op, data any, call benchOp) (benchOp, benchOp, error) {
+	req, err := env.agent.NewRequest(op, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	reqH, reqBody, err := bus.Encode(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, subject := env.agent.Conn(), echoSubject(env.agent.Agent())
+	base := func(ctx context.Context) error {
+		_, err := conn.RequestMsg(&nats.Msg{Subject: subject, Header: reqH, Data: reqBody}, 10*time.Second)
+		return err
+	}
+	return call, base, nil
+}
+
+// withEcho makes a scenario's setup: its operations plus an echo
+// responder, next to the service, answering with the headers and data of
+// one real reply (same sizes, same server, same connection types).
+func withEcho(ops func(context.Context, *benchEnv) (benchOp, benchOp, error), op schemas.Op) func(context.Context, *benchEnv) (benchOp, benchOp, func(), error) {
+	return func(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
+		call, base, err := ops(ctx, env)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cleanup, err := startEcho(ctx, env, op)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return call, base, cleanup, nil
+	}
+}
+
+// startEcho samples one real reply of op and starts the echo responder.
+func startEcho(ctx context.Context, env *benchEnv, op schemas.Op) (func(), error) {
+	var data any
+	switch op {
+	case schemas.OpWhoAmI:
+		data = schemas.WhoAmIRequest{UserToken: env.userToken}
+	case schemas.OpExchange:
+		data = schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}
+	default:
+		data = schemas.SysInfoRequest{}
+	}
+	req, err := env.agent.NewRequest(op, data)
+	if err != nil {
+		return nil, err
+	}
+	reqH, reqBody, err := bus.Encode(req)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := env.dial("bench-echo-client")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	sample, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject(env.agent.Agent(), op), Header: reqH, Data: reqBody}, 5*time.Second)
+	if err == nil {
+		_, err = bus.ParseReply(sample)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sample %s.%s: %w", op.Area, op.Name, err)
+	}
+	responder, err := env.dial("bench-echo-responder")
+	if err != nil {
+		return nil, err
+	}
+	sub, err := responder.QueueSubscribe(echoSubject(env.agent.Agent()), "q", func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: sample.Header, Data: sample.Data})
+	})
+	if err == nil {
+		err = responder.Flush()
+	}
+	if err != nil {
+		responder.Close()
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe(); responder.Close() }, nil
 }
 
 // setupJWTVerify: verification of the user token in this process (with a
@@ -498,4 +613,88 @@ func setupRequest(env *benchEnv, op schemas.Op, data any, call benchOp) (benchOp
 		nc.Close()
 	}
 	return call, base, cleanup, nil
+}
+
+// loadSpec tells a load process what to run.
+type loadSpec struct {
+	URL         string             `json:"url"`
+	Credentials agents.Credentials `json:"credentials"`
+	UserToken   string             `json:"user_token,omitempty"`
+	Scenario    string             `json:"scenario"`
+	Concurrency int                `json:"concurrency"`
+	N           int                `json:"n"`
+	Warmup      int                `json:"warmup"`
+	Rounds      int                `json:"rounds"`
+}
+
+type loadResult struct {
+	Ops   []Stats `json:"ops"`
+	Bases []Stats `json:"bases"`
+}
+
+// runLoadProcess runs one scenario's rounds in a child process (this
+// binary's hidden bench-load command) and returns its measurements.
+func runLoadProcess(ctx context.Context, errw io.Writer, spec loadSpec) ([]Stats, []Stats, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "bench-load")
+	cmd.Env = append(os.Environ(), "AGENTAUTH_TEST_MAIN=1") // lets a test binary act as agentauth
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Stderr = errw
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("load process: %w", err)
+	}
+	var r loadResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, nil, fmt.Errorf("load process output: %w", err)
+	}
+	return r.Ops, r.Bases, nil
+}
+
+func newBenchLoadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "bench-load",
+		Short:  "The load process of agentauth bench (reads its spec on stdin)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var spec loadSpec
+			if err := json.NewDecoder(cmd.InOrStdin()).Decode(&spec); err != nil {
+				return fmt.Errorf("bench-load spec: %w", err)
+			}
+			ctx := context.Background()
+			o := client.Options{URL: spec.URL, Agent: spec.Credentials.Agent}
+			if spec.Credentials.NKeySeed != "" {
+				o.Credentials = &spec.Credentials
+			}
+			agent, err := connectAgent(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer agent.Close()
+			i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == spec.Scenario })
+			if i < 0 || scenarios[i].ops == nil {
+				return fmt.Errorf("bench-load: no request scenario %q", spec.Scenario)
+			}
+			op, base, err := scenarios[i].ops(ctx, &benchEnv{natsURL: spec.URL, userToken: spec.UserToken, agent: agent})
+			if err != nil {
+				return err
+			}
+			measure(ctx, op, spec.Warmup, spec.Concurrency, nil)
+			measure(ctx, base, spec.Warmup, spec.Concurrency, nil)
+			var r loadResult
+			for k := 0; k < spec.Rounds; k++ {
+				r.Bases = append(r.Bases, measure(ctx, base, spec.N, spec.Concurrency, nil))
+				r.Ops = append(r.Ops, measure(ctx, op, spec.N, spec.Concurrency, nil))
+			}
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
+		},
+	}
 }

@@ -28,6 +28,22 @@ func TestBenchCommand(t *testing.T) {
 			t.Errorf("%s c=%d: %+v", r.Scenario, r.Concurrency, r)
 		}
 	}
+	// The same through a separate load process (this test binary acting
+	// as agentauth bench-load).
+	out.Reset()
+	f.scenarios, f.loadProcess, f.concurrency = []string{"sys.info", "user.whoami"}, true, []int{2}
+	if err := runBench(context.Background(), &out, io.Discard, f); err != nil {
+		t.Fatal(err)
+	}
+	rs = nil
+	if err := json.Unmarshal(out.Bytes(), &rs); err != nil || len(rs) != 2 {
+		t.Fatalf("load process results: %v\n%s", err, out.String())
+	}
+	for _, r := range rs {
+		if r.Op.Errors != 0 || r.Baseline.Errors != 0 || r.Op.Throughput <= 0 || r.Baseline.Throughput <= 0 {
+			t.Errorf("load process %s: %+v", r.Scenario, r)
+		}
+	}
 	f.scenarios = []string{"nope"}
 	if err := runBench(context.Background(), io.Discard, io.Discard, f); err == nil {
 		t.Error("unknown scenario accepted")
