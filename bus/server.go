@@ -56,11 +56,13 @@ type Server struct {
 	auditor   *Auditor
 	log       *slog.Logger
 
-	nc       *nats.Conn
-	workers  chan struct{}
-	mu       sync.Mutex
-	ops      []schemas.Op
-	inflight sync.WaitGroup
+	nc        *nats.Conn
+	jobs      chan func() // hands requests to idle workers
+	nworkers  int         // workers started (≤ opts.Workers), under mu
+	closeJobs sync.Once
+	mu        sync.Mutex
+	ops       []schemas.Op
+	inflight  sync.WaitGroup
 }
 
 // NewServer registers the micro service on nc. It serves nothing until
@@ -86,7 +88,7 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if err != nil {
 		return nil, fmt.Errorf("bus: add micro service: %w", err)
 	}
-	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, workers: make(chan struct{}, opts.Workers)}, nil
+	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func())}, nil
 }
 
 // Handle serves op with h behind the standard middleware chain: recover,
@@ -112,14 +114,13 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	if !ho.inline {
 		handler = func(r micro.Request) {
 			s.inflight.Add(1)
-			s.workers <- struct{}{}
 			// Copy what the worker needs: the micro request is not
 			// used after this callback returns.
 			pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
-			go func() {
-				defer func() { <-s.workers; s.inflight.Done() }()
+			s.dispatch(func() {
+				defer s.inflight.Done()
 				s.serve(op, chain, pr, responder{nc: s.nc, reply: pr.reply})
-			}()
+			})
 		}
 	}
 	err := s.svc.AddEndpoint(op.Endpoint(), micro.HandlerFunc(handler),
@@ -140,6 +141,36 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	return nil
 }
 
+// dispatch hands job to an idle worker, starts a worker while fewer than
+// Workers run, or waits for one to become idle (backpressure). Workers
+// live as long as the server, so their stacks stay grown.
+func (s *Server) dispatch(job func()) {
+	select {
+	case s.jobs <- job:
+		return
+	default:
+	}
+	s.mu.Lock()
+	if s.nworkers < s.opts.Workers {
+		s.nworkers++
+		s.mu.Unlock()
+		go worker(s.jobs, job)
+		return
+	}
+	s.mu.Unlock()
+	s.jobs <- job
+}
+
+func worker(jobs <-chan func(), job func()) {
+	for {
+		job()
+		var ok bool
+		if job, ok = <-jobs; !ok {
+			return
+		}
+	}
+}
+
 // Operations lists the operations served, in registration order.
 func (s *Server) Operations() []schemas.Op {
 	s.mu.Lock()
@@ -157,6 +188,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	go func() { s.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.closeJobs.Do(func() { close(s.jobs) }) // idle workers exit
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("bus: in-flight requests did not finish: %w", ctx.Err())

@@ -127,3 +127,32 @@ func TestSysInfoAppendJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestValidatorRemembers: a large payload validated once is accepted
+// again from memory, an invalid one is never remembered, and the type is
+// part of what is remembered.
+func TestValidatorRemembers(t *testing.T) {
+	v := MustValidator()
+	good := []byte(`{"user_token":"` + strings.Repeat("a", 1000) + `"}`)
+	for i := 0; i < 2; i++ {
+		if err := v.Validate(TypeWhoAmIRequest, good); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	if len(v.valid) != 1 {
+		t.Errorf("remembered %d payloads, want 1", len(v.valid))
+	}
+	// The same bytes under a type whose schema they fail.
+	if err := v.Validate(TypeExchangeRequest, good); err == nil {
+		t.Error("a payload valid for one type passed for another")
+	}
+	bad := []byte(`{"user_token":"` + strings.Repeat("a", 1000) + `","x":1}`)
+	for i := 0; i < 2; i++ {
+		if err := v.Validate(TypeWhoAmIRequest, bad); err == nil {
+			t.Fatalf("round %d: invalid payload accepted", i)
+		}
+	}
+	if len(v.valid) != 1 {
+		t.Errorf("an invalid payload was remembered")
+	}
+}

@@ -2,11 +2,13 @@ package schemas
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
@@ -29,7 +31,21 @@ type Validator struct {
 	// empty caches the outcome for an empty object, the data of most
 	// requests that take no parameters.
 	empty map[string]error
+
+	// valid remembers payloads (by SHA-256 of type and bytes) that passed:
+	// agents send the same user token again and again, and parsing a
+	// 1 KB token for the schema costs more than hashing it. Only
+	// successes are kept; the set is cleared when it reaches validMax.
+	mu    sync.Mutex
+	valid map[[32]byte]struct{}
 }
+
+// validMax bounds the remembered valid payloads.
+const validMax = 8192
+
+// cacheMin is the payload size from which remembering pays (hashing is
+// cheaper than parsing only for payloads of some size).
+const cacheMin = 256
 
 // NewValidator compiles every embedded schema.
 func NewValidator() (*Validator, error) {
@@ -109,7 +125,31 @@ func (v *Validator) Validate(typ string, data []byte) error {
 	if t := bytes.TrimSpace(data); len(t) == 0 || string(t) == "{}" {
 		return v.empty[typ]
 	}
-	return v.validate(sch, data)
+	if len(data) < cacheMin {
+		return v.validate(sch, data)
+	}
+	h := sha256.New()
+	h.Write([]byte(typ))
+	h.Write([]byte{0})
+	h.Write(data)
+	var key [32]byte
+	h.Sum(key[:0])
+	v.mu.Lock()
+	_, hit := v.valid[key]
+	v.mu.Unlock()
+	if hit {
+		return nil
+	}
+	if err := v.validate(sch, data); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if v.valid == nil || len(v.valid) >= validMax {
+		v.valid = make(map[[32]byte]struct{}, 256)
+	}
+	v.valid[key] = struct{}{}
+	v.mu.Unlock()
+	return nil
 }
 
 func (v *Validator) validate(sch *jsonschema.Schema, data []byte) error {
