@@ -248,7 +248,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // WhoAmI returns the verified identity behind the user's token.
 func (c *Client) WhoAmI(ctx context.Context, userToken string) (*schemas.WhoAmI, error) {
 	var out schemas.WhoAmI
-	if err := c.Do(ctx, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: userToken}, &out); err != nil {
+	if err := c.Do(ctx, schemas.OpWhoAmI, &schemas.WhoAmIRequest{UserToken: userToken}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

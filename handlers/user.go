@@ -69,7 +69,7 @@ func (h *User) WhoAmI() bus.Handler {
 		if err != nil {
 			return nil, err
 		}
-		return bus.Reply(req, schemas.WhoAmI{
+		return bus.Reply(req, &schemas.WhoAmI{
 			Subject: u.Subject, Issuer: u.Issuer, Email: u.Email, EmailVerified: u.EmailVerified, Name: u.Name,
 			AuthorizedParty: u.AuthorizedParty, Audience: u.Audience, Scopes: u.Scopes, ExpiresAt: u.Expiry.UTC(),
 		})

@@ -156,3 +156,21 @@ func TestValidatorRemembers(t *testing.T) {
 		t.Errorf("an invalid payload was remembered")
 	}
 }
+
+func TestUserAppendJSON(t *testing.T) {
+	for _, w := range []WhoAmI{
+		{},
+		{Subject: "dev-alice", Issuer: "http://127.0.0.1:8080/dev-idp", Email: "a@example.com", EmailVerified: true, Name: "Alice <A&B>", AuthorizedParty: "cli", Audience: []string{"agentauth", "cli"}, Scopes: []string{}, ExpiresAt: time.Date(2026, 1, 2, 3, 4, 5, 7, time.UTC)},
+	} {
+		want, _ := json.Marshal(&w)
+		if got := w.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("WhoAmI.AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+	for _, r := range []WhoAmIRequest{{}, {UserToken: "eyJ.eyJ.sig"}, {UserToken: "a\"b\\c\u2028<"}} {
+		want, _ := json.Marshal(&r)
+		if got := r.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("WhoAmIRequest.AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+}
