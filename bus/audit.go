@@ -336,7 +336,7 @@ func AuditRequests(a *Auditor) Middleware {
 				f := Classify(err)
 				rec.Outcome, rec.Code, rec.Message = "error", f.Code, f.Message
 				verb = "rejected"
-				if f.Internal || f.Status >= 500 {
+				if f.ServerFault() {
 					verb = "failed"
 				}
 			}

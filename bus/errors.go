@@ -90,6 +90,10 @@ type Failure struct {
 	Internal   bool // the cause is not shown to the caller; log it
 }
 
+// ServerFault reports a failure that is the service's, not the caller's
+// (internal, or a 5xx status): logged as an error, audited as "failed".
+func (f Failure) ServerFault() bool { return f.Internal || f.Status >= 500 }
+
 // Classify maps err to its outcome through the table. Errors without a
 // code become internal errors whose cause is never put on the wire.
 func Classify(err error) Failure {

@@ -27,7 +27,7 @@ func Logging(log *slog.Logger) Middleware {
 			if req.Event != nil {
 				attrs = append(attrs, slog.String("request_id", req.Event.ID()))
 			}
-			if f.Internal || f.Status >= 500 {
+			if f.ServerFault() {
 				log.LogAttrs(ctx, slog.LevelError, "request failed", append(attrs, slog.String("error", err.Error()))...)
 			} else {
 				log.LogAttrs(ctx, slog.LevelInfo, "request rejected", append(attrs, slog.String("reason", f.Message))...)

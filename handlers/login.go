@@ -121,7 +121,6 @@ func (l *Login) Routes() map[string]http.HandlerFunc {
 		"GET /login":    l.login,
 		"GET /callback": l.callback,
 		"POST /logout":  l.logout,
-		"GET /logout":   l.logout,
 		"GET /whoami":   l.whoami,
 	}
 }

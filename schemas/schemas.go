@@ -96,16 +96,6 @@ var Operations = []Op{
 	OpExchange,
 }
 
-// Lookup returns the op registered for area and name.
-func Lookup(area, name string) (Op, bool) {
-	for _, o := range Operations {
-		if o.Area == area && o.Name == name {
-			return o, true
-		}
-	}
-	return Op{}, false
-}
-
 // SealAlg names the sealing of secrets to an agent: X25519 key agreement
 // between agentauth's and the agent's curve keys, XSalsa20-Poly1305 (nkeys
 // xkeys, "xkv1"). Append only.

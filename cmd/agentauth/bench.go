@@ -89,13 +89,20 @@ type scenario struct {
 	// ops, for request/reply scenarios, builds the operation and its
 	// baseline without starting the echo responder: what a separate load
 	// process runs while the responder stays next to the service.
-	ops func(ctx context.Context, env *benchEnv) (op, baseline benchOp, err error)
+	ops func(ctx context.Context, env *benchEnv) (reqOps, error)
+}
+
+// reqOps are a request/reply scenario's operation, its echo baseline, and
+// the request message both send (its subject the operation's).
+type reqOps struct {
+	call, base benchOp
+	request    *nats.Msg
 }
 
 var scenarios = []scenario{
-	{name: "sys.info", limit: "nats echo", setup: withEcho(sysInfoOps, schemas.OpSysInfo), ops: sysInfoOps},
-	{name: "user.whoami", limit: "nats echo", setup: withEcho(whoAmIOps, schemas.OpWhoAmI), ops: whoAmIOps},
-	{name: "user.exchange", limit: "nats echo", setup: withEcho(exchangeOps, schemas.OpExchange), ops: exchangeOps},
+	{name: "sys.info", limit: "nats echo", setup: withEcho(sysInfoOps), ops: sysInfoOps},
+	{name: "user.whoami", limit: "nats echo", setup: withEcho(whoAmIOps), ops: whoAmIOps},
+	{name: "user.exchange", limit: "nats echo", setup: withEcho(exchangeOps), ops: exchangeOps},
 	{name: "jwt.verify", limit: "cached verify", setup: setupJWTVerify},
 }
 
@@ -405,7 +412,7 @@ func printBench(w io.Writer, rs []BenchResult) {
 }
 
 // sysInfoOps: the sys.info round trip through the whole pipeline.
-func sysInfoOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
+func sysInfoOps(ctx context.Context, env *benchEnv) (reqOps, error) {
 	return requestOps(env, schemas.OpSysInfo, schemas.SysInfoRequest{}, func(ctx context.Context) error {
 		_, err := env.agent.SysInfo(ctx)
 		return err
@@ -414,9 +421,9 @@ func sysInfoOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
 
 // whoAmIOps: user.whoami with a development user's token (the JWKS and the
 // verified-token cache warm after the first request).
-func whoAmIOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
+func whoAmIOps(ctx context.Context, env *benchEnv) (reqOps, error) {
 	if env.userToken == "" {
-		return nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+		return reqOps{}, errors.New("no user token: run against the built-in instance, or pass --user-token")
 	}
 	return requestOps(env, schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: env.userToken}, func(ctx context.Context) error {
 		_, err := env.agent.WhoAmI(ctx, env.userToken)
@@ -426,9 +433,9 @@ func whoAmIOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
 
 // exchangeOps: user.exchange, minting and sealing a token each time and
 // opening it in the SDK.
-func exchangeOps(ctx context.Context, env *benchEnv) (benchOp, benchOp, error) {
+func exchangeOps(ctx context.Context, env *benchEnv) (reqOps, error) {
 	if env.userToken == "" {
-		return nil, nil, errors.New("no user token: run against the built-in instance, or pass --user-token")
+		return reqOps{}, errors.New("no user token: run against the built-in instance, or pass --user-token")
 	}
 	return requestOps(env, schemas.OpExchange, schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}, func(ctx context.Context) error {
 		_, err := env.agent.Exchange(ctx, env.userToken, benchAudience)
@@ -444,70 +451,54 @@ func echoSubject(agent string) string { return "agentauth." + agent + ".bench.ec
 // requestOps pairs call (op through the SDK) with the raw NATS request the
 // echo responder answers: the same request headers and data, through the
 // agent's own connection, with a timeout as the SDK sends.
-func requestOps(env *benchEnv, op schemas.Op, data any, call benchOp) (benchOp, benchOp, error) {
+func requestOps(env *benchEnv, op schemas.Op, data any, call benchOp) (reqOps, error) {
 	req, err := env.agent.NewRequest(op, data)
 	if err != nil {
-		return nil, nil, err
+		return reqOps{}, err
 	}
 	reqH, reqBody, err := bus.Encode(req)
 	if err != nil {
-		return nil, nil, err
+		return reqOps{}, err
 	}
 	conn, subject := env.agent.Conn(), echoSubject(env.agent.Agent())
 	base := func(ctx context.Context) error {
 		_, err := conn.RequestMsg(&nats.Msg{Subject: subject, Header: reqH, Data: reqBody}, 10*time.Second)
 		return err
 	}
-	return call, base, nil
+	return reqOps{call: call, base: base, request: &nats.Msg{Subject: schemas.Subject(env.agent.Agent(), op), Header: reqH, Data: reqBody}}, nil
 }
 
 // withEcho makes a scenario's setup: its operations plus an echo
 // responder, next to the service, answering with the headers and data of
 // one real reply (same sizes, same server, same connection types).
-func withEcho(ops func(context.Context, *benchEnv) (benchOp, benchOp, error), op schemas.Op) func(context.Context, *benchEnv) (benchOp, benchOp, func(), error) {
+func withEcho(ops func(context.Context, *benchEnv) (reqOps, error)) func(context.Context, *benchEnv) (benchOp, benchOp, func(), error) {
 	return func(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(), error) {
-		call, base, err := ops(ctx, env)
+		r, err := ops(ctx, env)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		cleanup, err := startEcho(ctx, env, op)
+		cleanup, err := startEcho(env, r.request)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return call, base, cleanup, nil
+		return r.call, r.base, cleanup, nil
 	}
 }
 
-// startEcho samples one real reply of op and starts the echo responder.
-func startEcho(ctx context.Context, env *benchEnv, op schemas.Op) (func(), error) {
-	var data any
-	switch op {
-	case schemas.OpWhoAmI:
-		data = schemas.WhoAmIRequest{UserToken: env.userToken}
-	case schemas.OpExchange:
-		data = schemas.ExchangeRequest{UserToken: env.userToken, Audience: benchAudience}
-	default:
-		data = schemas.SysInfoRequest{}
-	}
-	req, err := env.agent.NewRequest(op, data)
-	if err != nil {
-		return nil, err
-	}
-	reqH, reqBody, err := bus.Encode(req)
-	if err != nil {
-		return nil, err
-	}
+// startEcho sends req once to the service for a real reply and starts
+// the echo responder that answers with it.
+func startEcho(env *benchEnv, req *nats.Msg) (func(), error) {
 	nc, err := env.dial("bench-echo-client")
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	sample, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject(env.agent.Agent(), op), Header: reqH, Data: reqBody}, 5*time.Second)
+	sample, err := nc.RequestMsg(&nats.Msg{Subject: req.Subject, Header: req.Header, Data: req.Data}, 5*time.Second)
 	if err == nil {
 		_, err = bus.ParseReply(sample)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sample %s.%s: %w", op.Area, op.Name, err)
+		return nil, fmt.Errorf("sample %s: %w", req.Subject, err)
 	}
 	responder, err := env.dial("bench-echo-responder")
 	if err != nil {
@@ -683,10 +674,11 @@ func newBenchLoadCmd() *cobra.Command {
 			if i < 0 || scenarios[i].ops == nil {
 				return fmt.Errorf("bench-load: no request scenario %q", spec.Scenario)
 			}
-			op, base, err := scenarios[i].ops(ctx, &benchEnv{natsURL: spec.URL, userToken: spec.UserToken, agent: agent})
+			ro, err := scenarios[i].ops(ctx, &benchEnv{natsURL: spec.URL, userToken: spec.UserToken, agent: agent})
 			if err != nil {
 				return err
 			}
+			op, base := ro.call, ro.base
 			measure(ctx, op, spec.Warmup, spec.Concurrency, nil)
 			measure(ctx, base, spec.Warmup, spec.Concurrency, nil)
 			var r loadResult

@@ -304,11 +304,9 @@ func (m *Main) loadAnonymousAgent() error {
 	path := keyPath(m.Config.DataDir, id+".agent.json")
 	creds, err := readCredentials(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		var a agents.Agent
-		if a, creds, err = agents.New(id, agents.Policy{}, time.Now()); err != nil {
+		if _, creds, err = agents.New(id, agents.Policy{}, time.Now()); err != nil {
 			return err
 		}
-		_ = a
 		if err := writeCredentials(path, creds); err != nil {
 			return err
 		}
