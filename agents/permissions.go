@@ -15,6 +15,14 @@ func InboxPrefix(id string) string { return "_INBOX_" + id }
 // FeedConsumer is the durable consumer name of an agent's event feed.
 func FeedConsumer(id string) string { return "agent-" + id }
 
+// LinksConsumer is the durable consumer name of an agent's "connection
+// linked" events, which the SDK waits on apart from the feed. Its prefix
+// is not "agent-", so no agent id can name another agent's consumer.
+func LinksConsumer(id string) string { return "links-" + id }
+
+// LinksFilter is the subject of an agent's "connection linked" events.
+func LinksFilter(id string) string { return schemas.EventsSubject(id) + ".vault.connection.linked" }
+
 // Permissions are the NATS subjects an agent may publish to and subscribe
 // to; everything else is denied.
 type Permissions struct {
@@ -26,7 +34,7 @@ type Permissions struct {
 // under agentauth.<id>.>, receives replies only on its own inbox prefix,
 // and reads only its own event feed through its own durable consumer.
 func PermissionsFor(id string) Permissions {
-	consumer := FeedConsumer(id)
+	consumer, links := FeedConsumer(id), LinksConsumer(id)
 	stream := schemas.StreamEvents
 	return Permissions{
 		Publish: []string{
@@ -37,6 +45,11 @@ func PermissionsFor(id string) Permissions {
 			"$JS.API.CONSUMER.INFO." + stream + "." + consumer,
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
 			"$JS.ACK." + stream + "." + consumer + ".>",
+			// Its links consumer (the SDK's wait for a connected account).
+			"$JS.API.CONSUMER.CREATE." + stream + "." + links + "." + LinksFilter(id),
+			"$JS.API.CONSUMER.INFO." + stream + "." + links,
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + links,
+			"$JS.ACK." + stream + "." + links + ".>",
 		},
 		Subscribe: []string{InboxPrefix(id) + ".>"},
 	}

@@ -78,6 +78,9 @@ var table = map[schemas.ErrorCode]rule{
 	schemas.CodeTimeout:               {504, Nak, "the request timed out; try again"},
 	schemas.CodeUnavailable:           {503, Nak, "the service is temporarily unavailable; try again"},
 	schemas.CodeInternal:              {500, Nak, "internal error; the operator can find this request id in the service log"},
+	schemas.CodeAuthorizationRequired: {403, Term, "the user must connect this account first"},
+	schemas.CodeRetryLater:            {503, Nak, "a third-party provider is unavailable; try again later"},
+	schemas.CodeDenied:                {403, Term, "the agent's policy does not allow this"},
 }
 
 // Failure is the decided outcome of an error.
@@ -87,6 +90,7 @@ type Failure struct {
 	Status     int
 	Action     Action
 	RetryAfter time.Duration
+	Details    *schemas.ErrorDetails
 	Internal   bool // the cause is not shown to the caller; log it
 }
 
@@ -100,6 +104,7 @@ func Classify(err error) Failure {
 	var code schemas.ErrorCode
 	var msg string
 	var retry time.Duration
+	var details *schemas.ErrorDetails
 	var c Coder
 	switch {
 	case errors.As(err, &c):
@@ -113,6 +118,9 @@ func Classify(err error) Failure {
 		}
 		if r, ok := c.(interface{ RetryAfterHint() time.Duration }); ok {
 			retry = r.RetryAfterHint()
+		}
+		if d, ok := c.(interface{ ErrorDetails() *schemas.ErrorDetails }); ok {
+			details = d.ErrorDetails()
 		}
 	case errors.Is(err, context.DeadlineExceeded):
 		code = schemas.CodeTimeout
@@ -130,5 +138,5 @@ func Classify(err error) Failure {
 	if msg == "" {
 		msg = r.message
 	}
-	return Failure{Code: code, Message: msg, Status: r.status, Action: r.action, RetryAfter: retry}
+	return Failure{Code: code, Message: msg, Status: r.status, Action: r.action, RetryAfter: retry, Details: details}
 }

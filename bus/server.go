@@ -294,7 +294,7 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 // carry the table's status so `nats req` and `nats micro stats` see it.
 func (s *Server) respondError(w responder, req *Request, err error) {
 	f := Classify(err)
-	data := schemas.ErrorData{Code: f.Code, Message: f.Message, RetryAfterMS: f.RetryAfter.Milliseconds()}
+	data := schemas.ErrorData{Code: f.Code, Message: f.Message, RetryAfterMS: f.RetryAfter.Milliseconds(), Details: f.Details}
 	if req.Event != nil {
 		data.RequestID = req.Event.ID()
 	}

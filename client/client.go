@@ -48,6 +48,7 @@ type Client struct {
 	log     *slog.Logger
 	// xkeySeed opens what agentauth seals to this agent.
 	xkeySeed []byte
+	links    linkWaiters
 }
 
 // ErrNoSealingKey is returned by Open when the client was connected
@@ -70,6 +71,7 @@ type Error struct {
 	RetryAfter time.Duration
 	RequestID  string
 	Status     int
+	Details    *schemas.ErrorDetails // the next step, for codes that have one
 }
 
 func (e *Error) Error() string { return "agentauth: " + string(e.Code) + ": " + e.Message }
@@ -172,7 +174,7 @@ func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*ev
 	if err != nil {
 		var re *bus.ReplyError
 		if errors.As(err, &re) {
-			return nil, &Error{Code: re.Code, Message: re.Message, RetryAfter: time.Duration(re.RetryAfterMS) * time.Millisecond, RequestID: re.RequestID, Status: re.Status}
+			return nil, &Error{Code: re.Code, Message: re.Message, RetryAfter: time.Duration(re.RetryAfterMS) * time.Millisecond, RequestID: re.RequestID, Status: re.Status, Details: re.Details}
 		}
 		return nil, err
 	}

@@ -99,6 +99,9 @@ type Client struct {
 	// values of the end-session endpoint. Without one the end-session
 	// endpoint redirects to the provider's own signed-out page.
 	PostLogoutRedirectURIs []string
+	// AccessTokenTTL, when set, is the lifetime of this client's access
+	// tokens instead of Config.AccessTokenTTL (a short one shows refresh).
+	AccessTokenTTL time.Duration
 }
 
 // DefaultUsers returns the demo users alice and bob. Their passwords

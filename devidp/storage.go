@@ -138,6 +138,7 @@ func newStorage(cfg Config, key *signingKey) (*storage, error) {
 			audience:   slices.Concat([]string{c.ID}, c.Audience),
 			loginURL:   cfg.Issuer + loginPath + "?authRequestID=",
 			idTTL:      cfg.IDTokenTTL,
+			access:     c.AccessTokenTTL,
 		}
 	}
 	return s, nil
@@ -369,7 +370,11 @@ func (s *storage) newAccessLocked(grant, clientID string, req op.TokenRequest) (
 	now := s.now()
 	s.pruneLocked(now)
 	id := newID()
-	exp := now.Add(s.access)
+	ttl := s.access
+	if c := s.clients[clientID]; c != nil && c.access > 0 {
+		ttl = c.access
+	}
+	exp := now.Add(ttl)
 	s.tokens[id] = &accessToken{
 		grant:    grant,
 		clientID: clientID,
@@ -699,6 +704,7 @@ type client struct {
 	audience   []string // the client id first
 	loginURL   string   // + the auth request id
 	idTTL      time.Duration
+	access     time.Duration // 0: the provider's
 }
 
 var _ op.Client = (*client)(nil)

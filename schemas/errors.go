@@ -1,5 +1,7 @@
 package schemas
 
+import "time"
+
 // ErrorType is the CloudEvent type of every error reply.
 const ErrorType = "dev.agentauth.error"
 
@@ -24,6 +26,14 @@ const (
 	CodeTimeout               ErrorCode = "timeout"
 	CodeUnavailable           ErrorCode = "unavailable"
 	CodeInternal              ErrorCode = "internal"
+	// CodeAuthorizationRequired: the user must connect (or reconnect) an
+	// account first; the details carry the connect link.
+	CodeAuthorizationRequired ErrorCode = "authorization_required"
+	// CodeRetryLater: a third party (an OAuth provider) failed or rate
+	// limited us; nothing is wrong with the request or the account.
+	CodeRetryLater ErrorCode = "retry_later"
+	// CodeDenied: the agent's policy does not allow the request.
+	CodeDenied ErrorCode = "denied"
 )
 
 // ErrorData is the data of an error reply (type ErrorType).
@@ -34,4 +44,18 @@ type ErrorData struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// RequestID is the id of the request event, when it could be read.
 	RequestID string `json:"request_id,omitempty"`
+	// Details say what to do next, for the codes that have a next step
+	// (authorization_required: the connect link).
+	Details *ErrorDetails `json:"details,omitempty"`
+}
+
+// ErrorDetails are the next step of an error.
+type ErrorDetails struct {
+	Connection     string    `json:"connection,omitempty"`
+	RequiredScopes []string  `json:"required_scopes,omitempty"`
+	ConnectURL     string    `json:"connect_url,omitempty"`
+	LinkID         string    `json:"link_id,omitempty"`
+	LinkExpiresAt  time.Time `json:"link_expires_at,omitzero"`
+	// Reason: not_connected, missing_scopes or needs_reauth.
+	Reason string `json:"reason,omitempty"`
 }

@@ -94,6 +94,10 @@ var Operations = []Op{
 	OpSysInfo,
 	OpWhoAmI,
 	OpExchange,
+	OpVaultToken,
+	OpVaultConnect,
+	OpVaultConnections,
+	OpVaultDisconnect,
 }
 
 // SealAlg names the sealing of secrets to an agent: X25519 key agreement

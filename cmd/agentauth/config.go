@@ -15,41 +15,50 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/agentauth/agentauth/schemas"
+	"github.com/agentauth/agentauth/vault"
 )
 
 // Config is the effective configuration of `agentauth serve`. Each field
 // comes from, in order of precedence: a flag, an AGENTAUTH_* environment
 // variable, the YAML file named by --config, the default.
 type Config struct {
-	DataDir         string
-	NATSListen      string
-	NATSURL         string
-	NATSCreds       string
-	NATSNKey        string
-	NATSUser        string
-	NATSPassword    string
-	NATSToken       string
-	NATSTLSCA       string
-	NATSTLSCert     string
-	NATSTLSKey      string
-	HTTPListen      string
-	JetStreamSync   string
-	StreamReplicas  int
-	AuditMaxAge     time.Duration
-	EventsMaxAge    time.Duration
-	MaxEventBytes   int
-	RequestTimeout  time.Duration
-	ShutdownTimeout time.Duration
-	LogLevel        string
-	LogFormat       string
-	AnonymousAgent  string
-	PublicURL       string
-	OIDCIssuers     string
-	OIDCAudience    string
-	DevIdP          string
-	LoginClientID   string
-	LoginSecret     string
-	DevIdPForce     bool
+	DataDir              string
+	NATSListen           string
+	NATSURL              string
+	NATSCreds            string
+	NATSNKey             string
+	NATSUser             string
+	NATSPassword         string
+	NATSToken            string
+	NATSTLSCA            string
+	NATSTLSCert          string
+	NATSTLSKey           string
+	HTTPListen           string
+	JetStreamSync        string
+	StreamReplicas       int
+	AuditMaxAge          time.Duration
+	EventsMaxAge         time.Duration
+	MaxEventBytes        int
+	RequestTimeout       time.Duration
+	ShutdownTimeout      time.Duration
+	LogLevel             string
+	LogFormat            string
+	AnonymousAgent       string
+	PublicURL            string
+	OIDCIssuers          string
+	OIDCAudience         string
+	DevIdP               string
+	LoginClientID        string
+	LoginSecret          string
+	DevIdPForce          bool
+	VaultKey             string
+	VaultKeyFile         string
+	VaultRefreshInterval time.Duration
+	DevConnectionTTL     time.Duration
+	// Connections are the `connections:` list of the YAML file (client
+	// ids and secrets may come from AGENTAUTH_CONNECTION_<NAME>_CLIENT_ID
+	// and _CLIENT_SECRET instead).
+	Connections []vault.Config
 }
 
 // option is one configuration setting: its flag name (also its YAML key),
@@ -91,6 +100,10 @@ var options = []option{
 	{name: "login-client-id", def: "agentauth-web", usage: "OAuth client id of agentauth's browser login (/login) at the first OpenID issuer (or the development provider)", ptr: func(c *Config) any { return &c.LoginClientID }},
 	{name: "login-client-secret", secret: true, usage: "its client secret, for a confidential client (PKCE is used either way)", ptr: func(c *Config) any { return &c.LoginSecret }},
 	{name: "dev-idp-force", def: "false", usage: "run the development OpenID provider even when the HTTP edge is not on a loopback address", ptr: func(c *Config) any { return &c.DevIdPForce }},
+	{name: "vault-key", secret: true, usage: "the vault master key (32 bytes, base64 or hex; generate with: openssl rand -base64 32); default: --vault-key-file", ptr: func(c *Config) any { return &c.VaultKey }},
+	{name: "vault-key-file", usage: "file holding the vault master key (default <data-dir>/keys/vault.key, generated on first start: development only, keep production's elsewhere)", ptr: func(c *Config) any { return &c.VaultKeyFile }},
+	{name: "vault-refresh-interval", def: "30s", usage: "how often the vault looks for tokens near expiry to refresh in the background", ptr: func(c *Config) any { return &c.VaultRefreshInterval }},
+	{name: "dev-connection-ttl", def: "10m", usage: "lifetime of the access tokens the development provider issues to the demo connection (short values show refresh)", ptr: func(c *Config) any { return &c.DevConnectionTTL }},
 	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 
@@ -188,6 +201,14 @@ func (cf *configFlags) load(getenv func(string) string) (Config, map[string]stri
 			return c, nil, fmt.Errorf("config file %s is not valid YAML: %w", file, err)
 		}
 		for k, v := range m {
+			if k == "connections" {
+				b, _ := yaml.Marshal(v)
+				if err := yaml.Unmarshal(b, &c.Connections); err != nil {
+					return c, nil, fmt.Errorf("config file %s: connections: %w", file, err)
+				}
+				src[k] = "file"
+				continue
+			}
 			o, ok := lookupOption(k)
 			if !ok {
 				return c, nil, fmt.Errorf("config file %s: unknown key %q; keys are the flag names: %s", file, k, optionNames())
@@ -271,6 +292,12 @@ func (c Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("dev-idp %q: use auto, on or off", c.DevIdP))
 	}
+	if c.VaultRefreshInterval <= 0 {
+		errs = append(errs, fmt.Errorf("vault-refresh-interval %s: must be positive", c.VaultRefreshInterval))
+	}
+	if c.DevConnectionTTL <= 0 {
+		errs = append(errs, fmt.Errorf("dev-connection-ttl %s: must be positive", c.DevConnectionTTL))
+	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request-timeout must be positive"))
 	}
@@ -300,6 +327,16 @@ func printConfig(w io.Writer, c Config, src map[string]string) {
 			v = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.name, v, src[o.name], envName(o.name))
+	}
+	for _, cc := range c.Connections {
+		desc := cc.Provider
+		if desc == "" {
+			desc = cc.Name
+		}
+		if cc.ClientSecret != "" {
+			desc += ", client secret ******** (set)"
+		}
+		fmt.Fprintf(tw, "connection %s\t%s\t%s\t%s\n", cc.Name, desc, src["connections"], "AGENTAUTH_CONNECTION_"+strings.ToUpper(strings.ReplaceAll(cc.Name, "-", "_"))+"_CLIENT_ID/_SECRET")
 	}
 	_ = tw.Flush()
 }

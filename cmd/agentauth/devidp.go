@@ -52,6 +52,7 @@ func (m *Main) startDevIdP() (http.Handler, string, error) {
 		Clients: []devidp.Client{
 			{ID: devCLIClient, RedirectURIs: []string{devCLIRedirectURI}, Audience: []string{m.Config.OIDCAudience}},
 			{ID: m.Config.LoginClientID, RedirectURIs: []string{m.PublicURL() + "/callback"}},
+			{ID: devConnectClient, Secret: m.connectSecret, RedirectURIs: []string{m.PublicURL() + "/connect/callback"}, AccessTokenTTL: m.Config.DevConnectionTTL},
 		},
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/agentauth/agentauth/handlers"
 	"github.com/agentauth/agentauth/identity"
 	"github.com/agentauth/agentauth/schemas"
+	"github.com/agentauth/agentauth/vault"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -44,28 +45,32 @@ type Main struct {
 	Instance string
 	Registry *prometheus.Registry
 
-	ns       *natsembed.Server
-	minter   *minterHolder
-	cache    *agentCache
-	verifier handlers.TokenVerifier
-	userOK   bool
-	devIdP   http.Handler
-	login    *handlers.Login
-	nc       *nats.Conn
-	agents   *bus.AgentStore
-	sealer   *agents.Sealer
-	stop     context.CancelFunc // ends background work (registry watch)
-	service  []byte             // agentauth's NATS user seed (embedded mode)
-	admin    []byte             // the operator's NATS user seed (embedded mode)
-	anon     *agents.Agent      // the development anonymous agent, if any (embedded mode)
-	js       jetstream.JetStream
-	srv      *bus.Server
-	auditor  *bus.Auditor
-	metrics  *bus.Metrics
-	httpSrv  *http.Server
-	httpLn   net.Listener
-	natsURL  string
-	httpDone chan error
+	ns            *natsembed.Server
+	minter        *minterHolder
+	cache         *agentCache
+	verifier      handlers.TokenVerifier
+	userOK        bool
+	devIdP        http.Handler
+	login         *handlers.Login
+	user          *handlers.User
+	vault         *vault.Service
+	vaultStore    *vault.Store
+	connectSecret string // the development provider's secret for the demo connection
+	nc            *nats.Conn
+	agents        *bus.AgentStore
+	sealer        *agents.Sealer
+	stop          context.CancelFunc // ends background work (registry watch)
+	service       []byte             // agentauth's NATS user seed (embedded mode)
+	admin         []byte             // the operator's NATS user seed (embedded mode)
+	anon          *agents.Agent      // the development anonymous agent, if any (embedded mode)
+	js            jetstream.JetStream
+	srv           *bus.Server
+	auditor       *bus.Auditor
+	metrics       *bus.Metrics
+	httpSrv       *http.Server
+	httpLn        net.Listener
+	natsURL       string
+	httpDone      chan error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -205,7 +210,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	m.connectSecret = newConnectSecret()
 	if err := m.setupIdentity(bg); err != nil {
+		return err
+	}
+	if err := m.setupVault(sctx, bg); err != nil {
 		return err
 	}
 
@@ -230,11 +239,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}, bus.Inline()); err != nil {
 		return err
 	}
-	user := &handlers.User{Verifier: m.verifier, Agents: m.cache, Minter: m.minter, Sealer: m.sealer, Audit: m.audit}
-	if err := m.srv.Handle(schemas.OpWhoAmI, user.WhoAmI()); err != nil {
+	m.user = &handlers.User{Verifier: m.verifier, Agents: m.cache, Minter: m.minter, Sealer: m.sealer, Audit: m.audit}
+	if err := m.srv.Handle(schemas.OpWhoAmI, m.user.WhoAmI()); err != nil {
 		return err
 	}
-	if err := m.srv.Handle(schemas.OpExchange, user.Exchange()); err != nil {
+	if err := m.srv.Handle(schemas.OpExchange, m.user.Exchange()); err != nil {
+		return err
+	}
+	if err := m.registerVault(); err != nil {
 		return err
 	}
 
@@ -367,7 +379,7 @@ func (m *Main) Agents() *bus.AgentStore { return m.agents }
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() schemas.Capabilities {
-	return schemas.Capabilities{Sys: true, User: m.userOK}
+	return schemas.Capabilities{Sys: true, User: m.userOK, Vault: m.userOK && m.vault != nil}
 }
 
 // PublicURL is the base URL of the HTTP edge as clients reach it: the
@@ -435,6 +447,11 @@ func (m *Main) routes() map[string]http.HandlerFunc {
 	if m.login != nil {
 		for k, v := range m.login.Routes() {
 			r[k] = v
+		}
+		if m.vault != nil {
+			for k, v := range (&handlers.Connect{Login: m.login, Service: m.vault}).Routes() {
+				r[k] = v
+			}
 		}
 	}
 	return r
@@ -507,6 +524,11 @@ func (m *Main) close(ctx context.Context) error {
 		}
 		if err := <-m.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
+		}
+	}
+	if m.vaultStore != nil {
+		if err := m.vaultStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("vault store: %w", err))
 		}
 	}
 	if m.auditor != nil {

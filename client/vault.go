@@ -1,0 +1,227 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// VaultToken is a connected account's access token, opened.
+type VaultToken struct {
+	AccessToken string
+	TokenType   string
+	Connection  string
+	Scopes      []string
+	Expiry      time.Time // zero: it does not expire
+	Fingerprint string
+}
+
+// AuthorizationRequired is the Token Vault's interrupt: the person must
+// connect (or reconnect) an account, at URL, before the agent can go on.
+// Show them the link, then WaitForConnection.
+type AuthorizationRequired struct {
+	Connection     string
+	RequiredScopes []string
+	URL            string
+	LinkID         string
+	LinkExpires    time.Time
+	Reason         string // not_connected, missing_scopes, needs_reauth
+	Message        string
+	Received       time.Time // when the interrupt arrived (for WaitForConnection)
+}
+
+func (e *AuthorizationRequired) Error() string {
+	return fmt.Sprintf("agentauth: authorization required for %s (%s): %s: open %s", e.Connection, e.Reason, e.Message, e.URL)
+}
+
+// Token returns an access token for one of the user's connected accounts
+// (connection, with at least scopes), sealed by agentauth to this agent
+// and opened here. When the person must connect first the error is an
+// *AuthorizationRequired with the link; a provider outage is an *Error
+// with code retry_later and a RetryAfter; a policy refusal, code denied.
+func (c *Client) Token(ctx context.Context, userToken, connection string, scopes ...string) (*VaultToken, error) {
+	var out schemas.VaultToken
+	err := c.Do(ctx, schemas.OpVaultToken, schemas.VaultTokenRequest{UserToken: userToken, Connection: connection, Scopes: scopes}, &out)
+	if err != nil {
+		return nil, interrupt(err)
+	}
+	raw, err := c.Open(out.SealedToken)
+	if err != nil {
+		return nil, err
+	}
+	return &VaultToken{AccessToken: string(raw), TokenType: out.TokenType, Connection: out.Connection, Scopes: out.Scopes, Expiry: out.ExpiresAt, Fingerprint: out.Fingerprint}, nil
+}
+
+// interrupt turns an authorization_required error reply into the typed
+// interrupt.
+func interrupt(err error) error {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != schemas.CodeAuthorizationRequired || e.Details == nil {
+		return err
+	}
+	d := e.Details
+	return &AuthorizationRequired{Connection: d.Connection, RequiredScopes: d.RequiredScopes, URL: d.ConnectURL, LinkID: d.LinkID, LinkExpires: d.LinkExpiresAt, Reason: d.Reason, Message: e.Message, Received: time.Now()}
+}
+
+// ConnectLink asks for a link where the person connects an account.
+func (c *Client) ConnectLink(ctx context.Context, userToken, connection string, scopes ...string) (*schemas.VaultConnectLink, error) {
+	var out schemas.VaultConnectLink
+	if err := c.Do(ctx, schemas.OpVaultConnect, schemas.VaultConnectRequest{UserToken: userToken, Connection: connection, Scopes: scopes}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Connections lists the person's connected accounts this agent may use.
+func (c *Client) Connections(ctx context.Context, userToken string) ([]schemas.VaultConnection, error) {
+	var out schemas.VaultConnections
+	if err := c.Do(ctx, schemas.OpVaultConnections, schemas.VaultConnectionsRequest{UserToken: userToken}, &out); err != nil {
+		return nil, err
+	}
+	return out.Connections, nil
+}
+
+// Disconnect revokes and deletes one of the person's connected accounts.
+func (c *Client) Disconnect(ctx context.Context, userToken, connection string) (*schemas.VaultDisconnected, error) {
+	var out schemas.VaultDisconnected
+	if err := c.Do(ctx, schemas.OpVaultDisconnect, schemas.VaultDisconnectRequest{UserToken: userToken, Connection: connection}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// WaitForConnection blocks until the person finished linking what ar
+// asked for (the same link, or the same connection with the required
+// scopes linked after ar was received), or ctx ends. Nothing is polled:
+// the "connection linked" event arrives on the agent's durable links
+// consumer, so one that arrived while nobody waited is still delivered.
+// Waits of one Client share one subscription; run them from one Client
+// per agent.
+func (c *Client) WaitForConnection(ctx context.Context, ar *AuthorizationRequired) (*schemas.ConnectionEvent, error) {
+	w := &waiter{ar: ar, found: make(chan schemas.ConnectionEvent, 1)}
+	if err := c.links.add(ctx, c, w); err != nil {
+		return nil, err
+	}
+	defer c.links.remove(w)
+	select {
+	case ev := <-w.found:
+		return &ev, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("agentauth: waiting for %s to be connected: %w", ar.Connection, ctx.Err())
+	}
+}
+
+type waiter struct {
+	ar    *AuthorizationRequired
+	found chan schemas.ConnectionEvent
+}
+
+func (w *waiter) matches(ev schemas.ConnectionEvent, at time.Time) bool {
+	if ev.Connection != w.ar.Connection {
+		return false
+	}
+	return ev.LinkID == w.ar.LinkID || (!at.Before(w.ar.Received.Add(-time.Minute)) && len(missingScopes(ev.Scopes, w.ar.RequiredScopes)) == 0)
+}
+
+// linkWaiters dispatches "connection linked" events to the waits of a
+// Client, and keeps the recent ones for a wait that starts a moment late.
+type linkWaiters struct {
+	mu      sync.Mutex
+	waiters map[*waiter]struct{}
+	recent  []seenLink
+	sub     *Subscription
+	cancel  context.CancelFunc
+}
+
+type seenLink struct {
+	ev schemas.ConnectionEvent
+	at time.Time
+}
+
+const recentLinks = 10 * time.Minute
+
+func (l *linkWaiters) add(ctx context.Context, c *Client, w *waiter) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.recent {
+		if w.matches(s.ev, s.at) {
+			w.found <- s.ev
+			return nil
+		}
+	}
+	if l.waiters == nil {
+		l.waiters = map[*waiter]struct{}{}
+	}
+	l.waiters[w] = struct{}{}
+	if l.sub != nil {
+		return nil
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cc, err := bus.Consume(sctx, c.js, bus.ConsumerOptions{
+		Stream:  schemas.StreamEvents,
+		Durable: agents.LinksConsumer(c.agent),
+		Filter:  []string{agents.LinksFilter(c.agent)},
+	}, nil, c.log, func(_ context.Context, d *bus.Delivery) error {
+		var ev schemas.ConnectionEvent
+		if err := bus.DecodeData(d.Event, &ev); err != nil {
+			return nil // unreadable: acknowledged, nobody can use it
+		}
+		l.deliver(ev, d.Event.Time())
+		return nil
+	})
+	if err != nil {
+		cancel()
+		delete(l.waiters, w)
+		return err
+	}
+	l.sub, l.cancel = &Subscription{cc: cc}, cancel
+	return nil
+}
+
+func (l *linkWaiters) deliver(ev schemas.ConnectionEvent, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	l.recent = slices.DeleteFunc(l.recent, func(s seenLink) bool { return now.Sub(s.at) > recentLinks })
+	l.recent = append(l.recent, seenLink{ev: ev, at: at})
+	for w := range l.waiters {
+		if w.matches(ev, at) {
+			select {
+			case w.found <- ev:
+			default:
+			}
+		}
+	}
+}
+
+func (l *linkWaiters) remove(w *waiter) {
+	l.mu.Lock()
+	delete(l.waiters, w)
+	var sub *Subscription
+	var cancel context.CancelFunc
+	if len(l.waiters) == 0 && l.sub != nil {
+		sub, cancel, l.sub, l.cancel = l.sub, l.cancel, nil, nil
+	}
+	l.mu.Unlock()
+	if sub != nil {
+		sub.Stop()
+		cancel()
+	}
+}
+
+func missingScopes(have, want []string) []string {
+	var out []string
+	for _, s := range want {
+		if !slices.Contains(have, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

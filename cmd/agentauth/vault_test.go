@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// vaultAgent registers an agent whose policy allows the demo connection
+// and connects it.
+func vaultAgent(t *testing.T, m *Main, id string, scopes ...string) *client.Client {
+	t.Helper()
+	creds := MustRegister(t, m, id, agents.Policy{Connections: []agents.ConnectionGrant{{Connection: demoConnection, Scopes: scopes}}})
+	c, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// loggedIn is a browser logged in to agentauth as user.
+func loggedIn(t *testing.T, m *Main, user string) *http.Client {
+	t.Helper()
+	hc := browser(t)
+	resp, page := get(t, hc, m.PublicURL()+"/login")
+	if resp, page = logIn(t, hc, resp, page, user, user+"-dev-password"); !strings.Contains(page, "You are logged in") {
+		t.Fatalf("login as %s failed (%s):\n%s", user, resp.Request.URL, page)
+	}
+	return hc
+}
+
+// connectInBrowser follows a connect link in a logged-in browser through
+// the provider's login form back to /connect/callback.
+func connectInBrowser(t *testing.T, hc *http.Client, link, user string) (int, string) {
+	t.Helper()
+	resp, page := get(t, hc, link)
+	if strings.Contains(resp.Request.URL.Path, "/dev-idp/") {
+		resp, page = logIn(t, hc, resp, page, user, user+"-dev-password")
+	}
+	return resp.StatusCode, page
+}
+
+// vaultAudit reads the vault's audit events through `agentauth replay`.
+func vaultAudit(t *testing.T, m *Main) []schemas.AuditVault {
+	t.Helper()
+	if err := m.auditor.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress", "--subject", "agentauth.audit.vault.>")
+	var recs []schemas.AuditVault
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var e event.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("replay line %q: %v", line, err)
+		}
+		var a schemas.AuditVault
+		if err := e.DataAs(&a); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, a)
+	}
+	return recs
+}
+
+func auditEvents(recs []schemas.AuditVault) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.Event)
+	}
+	return out
+}
+
+// jwtSubject reads the sub of a JWT without verifying it (the provider's
+// own tests verify its tokens).
+func jwtSubject(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %d parts", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Sub
+}
+
+// TestVaultEndToEnd is the issue's "done when": never connected → the
+// interrupt with a working link; the person connects in a browser; the
+// agent learns it from its feed and gets a sealed token; the token is
+// refreshed when it expires; a disconnected account yields the interrupt
+// again; every step is in the audit stream and no token is.
+func TestVaultEndToEnd(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DevConnectionTTL = 3 * time.Second
+	m := MustMain(t, cfg)
+	agent := vaultAgent(t, m, "mail-bot")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	userTok := devToken(t, m, "alice")
+
+	_, err := agent.Token(ctx, userTok, demoConnection)
+	var ar *client.AuthorizationRequired
+	if !errors.As(err, &ar) {
+		t.Fatalf("never connected: want *AuthorizationRequired, got %v", err)
+	}
+	if ar.Reason != "not_connected" || !strings.HasPrefix(ar.URL, m.PublicURL()+"/connect/") || ar.Connection != demoConnection || len(ar.RequiredScopes) == 0 {
+		t.Fatalf("interrupt: %+v", ar)
+	}
+
+	// A link is for the person it was made for: bob cannot use alice's.
+	bob := loggedIn(t, m, "bob")
+	if status, page := connectInBrowser(t, bob, ar.URL, "bob"); status != http.StatusForbidden || !strings.Contains(page, "another account") {
+		t.Fatalf("bob opening alice's link: %d\n%s", status, page)
+	}
+
+	waited := make(chan error, 1)
+	go func() {
+		ev, err := agent.WaitForConnection(ctx, ar)
+		if err == nil && (ev.Subject != "dev-alice" || ev.LinkID != ar.LinkID) {
+			err = errors.New("wrong event: " + ev.Subject + " " + ev.LinkID)
+		}
+		waited <- err
+	}()
+	alice := loggedIn(t, m, "alice")
+	status, page := connectInBrowser(t, alice, ar.URL, "alice")
+	if status != http.StatusOK || !strings.Contains(page, `id="connected"`) || !strings.Contains(page, "offline_access") {
+		t.Fatalf("connecting: %d\n%s", status, page)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitForConnection: %v", err)
+	}
+	// The link was used up.
+	if status, page := connectInBrowser(t, alice, ar.URL, "alice"); status != http.StatusGone {
+		t.Fatalf("replayed link: %d\n%s", status, page)
+	}
+
+	tok, err := agent.Token(ctx, userTok, demoConnection, "openid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jwtSubject(t, tok.AccessToken) != "dev-alice" || tok.Fingerprint != schemas.Fingerprint(tok.AccessToken) || tok.Expiry.IsZero() {
+		t.Fatalf("token: %+v", tok)
+	}
+	list, err := agent.Connections(ctx, userTok)
+	if err != nil || len(list) != 1 || list[0].Status != "active" || list[0].Connection != demoConnection {
+		t.Fatalf("connections: %+v %v", list, err)
+	}
+
+	// Expired: the next request refreshes it (a rotating provider).
+	time.Sleep(time.Until(tok.Expiry) + 100*time.Millisecond)
+	fresh, err := agent.Token(ctx, userTok, demoConnection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.AccessToken == tok.AccessToken || !fresh.Expiry.After(tok.Expiry) {
+		t.Fatalf("not refreshed: %v → %v", tok.Expiry, fresh.Expiry)
+	}
+
+	out, err := agent.Disconnect(ctx, userTok, demoConnection)
+	if err != nil || out.Revocation != "revoked" {
+		t.Fatalf("disconnect: %+v %v", out, err)
+	}
+	_, err = agent.Token(ctx, userTok, demoConnection)
+	if !errors.As(err, &ar) || ar.Reason != "not_connected" {
+		t.Fatalf("after disconnect: %v", err)
+	}
+
+	recs := vaultAudit(t, m)
+	got := strings.Join(auditEvents(recs), " ")
+	for _, want := range []string{"connection.linked", "token.issued", "token.refreshed", "connection.disconnected"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("audit lacks %s: %s", want, got)
+		}
+	}
+	// No token in the audit or events streams, fingerprints only.
+	for _, stream := range []string{"audit", "events"} {
+		raw := runCLI(t, "replay", "--stream", stream, "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress")
+		for _, secret := range []string{tok.AccessToken, fresh.AccessToken, userTok} {
+			if strings.Contains(raw, secret) {
+				t.Errorf("a token appears in the %s stream", stream)
+			}
+		}
+	}
+}
