@@ -32,6 +32,9 @@ func TestClassifyTable(t *testing.T) {
 		{schemas.CodeTimeout, 504, Nak},
 		{schemas.CodeUnavailable, 503, Nak},
 		{schemas.CodeInternal, 500, Nak},
+		{schemas.CodeAuthorizationRequired, 403, Term},
+		{schemas.CodeRetryLater, 503, Nak},
+		{schemas.CodeDenied, 403, Term},
 	} {
 		t.Run(string(tc.code), func(t *testing.T) {
 			t.Run("default message", func(t *testing.T) {
@@ -58,7 +61,7 @@ func TestClassifyTable(t *testing.T) {
 		})
 	}
 	// The cases above must cover the table; a new code needs a row here.
-	if got, want := len(table), 15; got != want {
+	if got, want := len(table), 18; got != want {
 		t.Errorf("the table has %d codes, the test %d: add the new code's row", got, want)
 	}
 }
@@ -204,5 +207,24 @@ func TestActionString(t *testing.T) {
 		if got := a.String(); got != want {
 			t.Errorf("Action(%d).String(): got %q, want %q", a, got, want)
 		}
+	}
+}
+
+type detailed struct{ d *schemas.ErrorDetails }
+
+func (e detailed) Error() string                       { return "connect first" }
+func (e detailed) ErrorCode() schemas.ErrorCode        { return schemas.CodeAuthorizationRequired }
+func (e detailed) ErrorDetails() *schemas.ErrorDetails { return e.d }
+
+// TestClassifyDetails: an error's next step reaches the failure (and so
+// the error reply).
+func TestClassifyDetails(t *testing.T) {
+	d := &schemas.ErrorDetails{Connection: "demo", ConnectURL: "http://x/connect/1", Reason: "not_connected"}
+	f := Classify(fmt.Errorf("wrapped: %w", detailed{d}))
+	if f.Details != d || f.Code != schemas.CodeAuthorizationRequired || f.Message != "connect first" {
+		t.Fatalf("got %+v", f)
+	}
+	if Classify(Errorf(schemas.CodeDenied, "no")).Details != nil {
+		t.Fatal("details from nowhere")
 	}
 }

@@ -5,7 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/client"
 	"github.com/agentauth/agentauth/schemas"
+	"github.com/agentauth/agentauth/vault"
 )
 
 // vaultAgent registers an agent whose policy allows the demo connection
@@ -202,5 +207,56 @@ func TestVaultEndToEnd(t *testing.T) {
 				t.Errorf("a token appears in the %s stream", stream)
 			}
 		}
+	}
+}
+
+// TestVaultMasterKey: a wrong master key refuses to start and says why;
+// `agentauth vault rotate-key` re-encrypts the vault and replaces the
+// default key file, after which the records read back and the old key is
+// refused.
+func TestVaultMasterKey(t *testing.T) {
+	cfg := testConfig(t)
+	m := MustMain(t, cfg)
+	u := vault.UserRef{Issuer: "https://issuer.example", Subject: "carol"}
+	rec := vault.Record{User: u, Connection: demoConnection, Scopes: []string{"openid"}, AccessToken: "at-secret", RefreshToken: "rt-secret", Status: vault.StatusActive, LinkedAt: time.Now()}
+	if err := m.vaultStore.Put(&rec, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	oldKey, err := os.ReadFile(keyPath(cfg.DataDir, vaultKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wrong := cfg
+	wrong.VaultKey = base64.StdEncoding.EncodeToString(vault.GenerateKey())
+	w := NewMain(wrong, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	err = w.Run(context.Background())
+	_ = w.Close(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "AGENTAUTH_VAULT_KEY") {
+		t.Fatalf("wrong master key: want a refusal that says what to do, got %v", err)
+	}
+
+	out := runCLI(t, "vault", "rotate-key", "--data-dir", cfg.DataDir, "--new-key-file", filepath.Join(t.TempDir(), "new.key"), "--no-progress")
+	if !strings.Contains(out, "re-encrypted") {
+		t.Fatalf("rotate-key: %s", out)
+	}
+	m2 := MustMain(t, cfg)
+	got, err := m2.vaultStore.Get(u, demoConnection)
+	if err != nil || got.AccessToken != "at-secret" || got.RefreshToken != "rt-secret" {
+		t.Fatalf("after rotation: %+v %v", got, err)
+	}
+	if err := m2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old := cfg
+	old.VaultKey = strings.TrimSpace(string(oldKey))
+	o := NewMain(old, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	err = o.Run(context.Background())
+	_ = o.Close(context.Background())
+	if err == nil || !errors.Is(err, vault.ErrWrongKey) {
+		t.Fatalf("old key after rotation: %v", err)
 	}
 }
