@@ -213,6 +213,7 @@ func TestActionString(t *testing.T) {
 type detailed struct{ d *schemas.ErrorDetails }
 
 func (e detailed) Error() string                       { return "connect first" }
+func (e detailed) PublicMessage() string               { return "connect first" }
 func (e detailed) ErrorCode() schemas.ErrorCode        { return schemas.CodeAuthorizationRequired }
 func (e detailed) ErrorDetails() *schemas.ErrorDetails { return e.d }
 
