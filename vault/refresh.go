@@ -34,6 +34,21 @@ func backoff(failures int) time.Duration {
 // tokens are written, synced, before anyone sees them: a rotated refresh
 // token is never only in memory.
 func (s *Service) refresh(ctx context.Context, c Connection, u UserRef, agent string) (Record, error) {
+	return s.refreshOnce(ctx, c, u, agent, false)
+}
+
+// Refresh refreshes the user's connection now, whether or not its token
+// is near expiry (operators; the refresh-path benchmark), with the same
+// single-flight, lease, persistence and audit as any refresh.
+func (s *Service) Refresh(ctx context.Context, u UserRef, connection string) (Record, error) {
+	c, err := s.connection(connection)
+	if err != nil {
+		return Record{}, err
+	}
+	return s.refreshOnce(ctx, c, u, "", true)
+}
+
+func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agent string, force bool) (Record, error) {
 	key := u.Key() + "/" + c.Name
 	v, err, _ := s.sf.Do(key, func() (any, error) {
 		pctx, cancel := s.providerContext(ctx)
@@ -46,13 +61,13 @@ func (s *Service) refresh(ctx context.Context, c Connection, u UserRef, agent st
 			}
 			defer unlock()
 		}
-		return s.refreshLocked(pctx, c, u, agent)
+		return s.refreshLocked(pctx, c, u, agent, force)
 	})
 	return v.(Record), err
 }
 
 // refreshLocked runs with the refresh lease held.
-func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, agent string) (Record, error) {
+func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, agent string, force bool) (Record, error) {
 	rec, err := s.Store.Get(u, c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -67,7 +82,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 		return rec, errorf(schemas.CodeAuthorizationRequired, rec.Reason, nil)
 	}
 	// Someone refreshed while we waited for the lease: use theirs.
-	if at := rec.RefreshAt(); at.IsZero() || now.Before(at) {
+	if at := rec.RefreshAt(); !force && (at.IsZero() || now.Before(at)) {
 		return rec, nil
 	}
 	usable := !rec.Expiry.IsZero() && now.Before(rec.Expiry)

@@ -33,23 +33,24 @@ import (
 )
 
 type benchFlags struct {
-	scenarios   []string
-	n, warmup   int
-	concurrency []int
-	rounds      int
-	jsonOut     bool
-	natsURL     string
-	sync        string
-	agent       string
-	noProgress  bool
-	loadProcess bool
-	agentCreds  string
-	userToken   string
-	issuer      string
-	audience    string
-	operator    natsFlags
-	cpuProfile  string
-	creds       *agents.Credentials
+	scenarios    []string
+	n, warmup    int
+	concurrency  []int
+	rounds       int
+	jsonOut      bool
+	natsURL      string
+	sync         string
+	agent        string
+	noProgress   bool
+	loadProcess  bool
+	agentCreds   string
+	userToken    string
+	issuer       string
+	audience     string
+	operator     natsFlags
+	cpuProfile   string
+	creds        *agents.Credentials
+	scaleRecords int
 }
 
 // connectAgent connects the load's agent, retrying while the embedded
@@ -74,6 +75,9 @@ type benchEnv struct {
 	audience  string
 	agent     *client.Client
 	dial      func(name string) (*nats.Conn, error)
+	// In-process instance only.
+	m           *Main
+	providerURL string // the refresh scenario's local provider
 }
 
 // benchOp is one timed operation.
@@ -90,6 +94,8 @@ type scenario struct {
 	// baseline without starting the echo responder: what a separate load
 	// process runs while the responder stays next to the service.
 	ops func(ctx context.Context, env *benchEnv) (reqOps, error)
+	// optIn scenarios run only when named.
+	optIn bool
 }
 
 // reqOps are a request/reply scenario's operation, its echo baseline, and
@@ -104,12 +110,21 @@ var scenarios = []scenario{
 	{name: "user.whoami", limit: "nats echo", setup: withEcho(whoAmIOps), ops: whoAmIOps},
 	{name: "user.exchange", limit: "nats echo", setup: withEcho(exchangeOps), ops: exchangeOps},
 	{name: "jwt.verify", limit: "cached verify", setup: setupJWTVerify},
+	{name: "vault.token", limit: "nats echo", setup: withEcho(vaultTokenOps), ops: vaultTokenOps},
+	{name: "vault.refresh", limit: "provider call", setup: setupVaultRefresh},
+	// vault.scale is opt-in (--scenario vault.scale): it stores
+	// --scale-records connections first.
+	{name: "vault.scale", limit: "lookup@10k", optIn: true},
 }
 
-func scenarioNames() []string {
+// scenarioNames are the scenarios that run by default; all adds the
+// opt-in ones.
+func scenarioNames(all ...bool) []string {
 	var s []string
 	for _, sc := range scenarios {
-		s = append(s, sc.name)
+		if !sc.optIn || len(all) > 0 {
+			s = append(s, sc.name)
+		}
 	}
 	return s
 }
@@ -134,7 +149,8 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.scenarios, "scenario", scenarioNames(), "scenarios to run: "+strings.Join(scenarioNames(), ", "))
+	fl.StringSliceVar(&f.scenarios, "scenario", scenarioNames(), "scenarios to run: "+strings.Join(scenarioNames(true), ", ")+" (vault.scale only when named)")
+	fl.IntVar(&f.scaleRecords, "scale-records", 1000000, "vault.scale: stored connections to look up among (against 10,000)")
 	fl.IntVar(&f.n, "n", 20000, "requests per round")
 	fl.IntVar(&f.warmup, "warmup", 2000, "untimed requests before each scenario")
 	fl.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "concurrent requesters")
@@ -185,9 +201,13 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 	for _, name := range f.scenarios {
 		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
 		if i < 0 {
-			return fmt.Errorf("unknown scenario %q; choose from %s", name, strings.Join(scenarioNames(), ", "))
+			return fmt.Errorf("unknown scenario %q; choose from %s", name, strings.Join(scenarioNames(true), ", "))
 		}
-		selected = append(selected, scenarios[i])
+		sc := scenarios[i]
+		if sc.name == "vault.scale" {
+			sc.setup = setupVaultScale(f.scaleRecords, errw, f.noProgress)
+		}
+		selected = append(selected, sc)
 	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
@@ -201,6 +221,8 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		defer pprof.StopCPUProfile()
 	}
 	natsURL := f.natsURL
+	var inProcess *Main
+	var providerURL string
 	if natsURL == "" {
 		dir, err := os.MkdirTemp("", "agentauth-bench-")
 		if err != nil {
@@ -208,14 +230,22 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		}
 		defer os.RemoveAll(dir)
 		cfg := benchConfig(dir, f.sync)
+		provider := benchProvider()
+		defer provider.Close()
+		providerURL = provider.URL
+		cfg.Connections = append(cfg.Connections, benchRefreshConfig(provider.URL))
 		m := NewMain(cfg, newLogger(errw, "warn", "text"))
 		if err := m.Run(ctx); err != nil {
 			_ = m.Close(context.Background())
 			return err
 		}
 		defer m.Close(context.Background())
+		inProcess = m
+		if err := seedVault(m); err != nil {
+			return err
+		}
 		natsURL = m.NATSURL()
-		a, creds, err := agents.New(f.agent, agents.Policy{Audiences: []string{benchAudience}}, time.Now())
+		a, creds, err := agents.New(f.agent, benchPolicy, time.Now())
 		if err != nil {
 			return err
 		}
@@ -245,7 +275,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 	defer agent.Close()
 	env := &benchEnv{natsURL: natsURL, userToken: f.userToken, issuer: f.issuer, audience: f.audience, agent: agent, dial: func(name string) (*nats.Conn, error) {
 		return f.operator.connect(name)
-	}}
+	}, m: inProcess, providerURL: providerURL}
 	var results []BenchResult
 	for _, sc := range selected {
 		op, base, cleanup, err := sc.setup(ctx, env)

@@ -20,7 +20,7 @@ func TestBenchCommand(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rs); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if got, want := len(rs), 2*len(scenarios); got != want {
+	if got, want := len(rs), 2*len(scenarioNames()); got != want {
 		t.Fatalf("%d results, want %d", got, want)
 	}
 	for _, r := range rs {
