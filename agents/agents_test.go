@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/agentauth/agentauth/schemas"
 )
 
 func TestNew(t *testing.T) {
@@ -100,5 +102,48 @@ func TestPermissions(t *testing.T) {
 	cfg := NATSConfig("UABC", []Agent{{ID: "b", NKey: "UB"}, {ID: "a", NKey: "UA"}})
 	if strings.Index(cfg, `"UA"`) > strings.Index(cfg, `"UB"`) || !strings.Contains(cfg, `"UABC"`) {
 		t.Errorf("nats config:\n%s", cfg)
+	}
+}
+
+// TestSealCompatibleWithNkeys: the precomputed boxes are nkeys' xkv1 boxes
+// (either side can be nkeys).
+func TestSealCompatibleWithNkeys(t *testing.T) {
+	svc, _ := nkeys.CreateCurveKeys()
+	seed, _ := svc.Seed()
+	a, c, err := New("compat", Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSealer(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentKP, err := nkeys.FromCurveSeed([]byte(c.XKeySeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := s.Seal(a, []byte("ours"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := agentKP.Open(sealed.Ciphertext, s.PublicKey()); err != nil || string(pt) != "ours" {
+		t.Fatalf("nkeys cannot open our box: %q %v", pt, err)
+	}
+	ct, err := svc.Seal([]byte("theirs"), a.XKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpener([]byte(c.XKeySeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := o.Open(schemas.Sealed{Alg: schemas.SealAlg, Sender: s.PublicKey(), Recipient: a.XKey, Ciphertext: ct})
+	if err != nil || string(pt) != "theirs" {
+		t.Fatalf("we cannot open nkeys' box: %q %v", pt, err)
+	}
+	// A tampered box fails.
+	sealed.Ciphertext[len(sealed.Ciphertext)-1] ^= 1
+	if _, err := o.Open(sealed); err == nil {
+		t.Fatal("tampered box opened")
 	}
 }

@@ -46,9 +46,10 @@ type Client struct {
 	source  types.URIRef
 	timeout time.Duration
 	log     *slog.Logger
-	// xkeySeed opens what agentauth seals to this agent.
-	xkeySeed []byte
-	links    linkWaiters
+	// opener opens what agentauth seals to this agent (nil without its
+	// credentials).
+	opener *agents.Opener
+	links  linkWaiters
 }
 
 // ErrNoSealingKey is returned by Open when the client was connected
@@ -57,10 +58,10 @@ var ErrNoSealingKey = errors.New("client: connected without the agent's credenti
 
 // Open decrypts a secret agentauth sealed to this agent.
 func (c *Client) Open(s schemas.Sealed) ([]byte, error) {
-	if len(c.xkeySeed) == 0 {
+	if c.opener == nil {
 		return nil, ErrNoSealingKey
 	}
-	return agents.Open(c.xkeySeed, s)
+	return c.opener.Open(s)
 }
 
 // Error is a typed error reply from agentauth: a stable Code and a Message
@@ -121,6 +122,13 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	var opener *agents.Opener
+	if len(xkeySeed) > 0 {
+		var err error
+		if opener, err = agents.NewOpener(xkeySeed); err != nil {
+			return nil, fmt.Errorf("client: credentials: %w", err)
+		}
+	}
 	nc, err := bus.Connect(bus.ConnOptions{URL: o.URL, Name: "agent-" + o.Agent, NKeySeed: nkeySeed, InboxPrefix: o.InboxPrefix})
 	if err != nil {
 		return nil, err
@@ -130,7 +138,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, xkeySeed: xkeySeed}, nil
+	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, opener: opener}, nil
 }
 
 // Close closes the connection.

@@ -164,7 +164,7 @@ func (s *Service) BeginLink(id string, who UserRef) (string, error) {
 		return "", err
 	}
 	opts = append(opts, c.AuthCodeOptions(l.Scopes)...)
-	return c.OAuth2(s.redirectURL(), nil).AuthCodeURL(s.signState(sid), opts...), nil
+	return s.oauth(c).AuthCodeURL(s.signState(sid), opts...), nil
 }
 
 // signState is id.HMAC(id): a state that did not come from us fails
@@ -183,6 +183,10 @@ func (s *Service) checkState(state string) (string, bool) {
 	return id, hmac.Equal([]byte(s.signState(id)), []byte(state))
 }
 
+func stateGone(err error) error {
+	return &LinkError{Status: 400, Msg: "This authorization was already completed or has expired. Ask the agent for a new connect link.", Err: err}
+}
+
 // Callback is what the provider sent back to /connect/callback.
 type Callback struct {
 	State, Code             string
@@ -197,9 +201,9 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	if !ok {
 		return Record{}, &LinkError{Status: 400, Msg: "This callback's state was not issued by agentauth. Start again from the agent's connect link."}
 	}
-	b, err := s.Store.TakeTemp("state", sid)
+	b, err := s.Store.PeekTemp("state", sid)
 	if errors.Is(err, ErrNotFound) {
-		return Record{}, &LinkError{Status: 400, Msg: "This authorization was already completed or has expired. Ask the agent for a new connect link.", Err: err}
+		return Record{}, stateGone(err)
 	} else if err != nil {
 		return Record{}, err
 	}
@@ -207,11 +211,17 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	if err := json.Unmarshal(b, &f); err != nil {
 		return Record{}, err
 	}
-	if !s.now().Before(f.Started.Add(stateTTL)) {
-		return Record{}, &LinkError{Status: 400, Msg: "This authorization took too long and expired. Ask the agent for a new connect link."}
-	}
+	// Another person's browser cannot use up this person's flow.
 	if f.Link.User != who {
 		return Record{}, &LinkError{Status: 403, Msg: "This authorization was started by another account. Log in as the person the agent acts for and use a new connect link."}
+	}
+	if _, err := s.Store.TakeTemp("state", sid); errors.Is(err, ErrNotFound) {
+		return Record{}, stateGone(err)
+	} else if err != nil {
+		return Record{}, err
+	}
+	if !s.now().Before(f.Started.Add(stateTTL)) {
+		return Record{}, &LinkError{Status: 400, Msg: "This authorization took too long and expired. Ask the agent for a new connect link."}
 	}
 	c, err := s.connection(f.Link.Connection)
 	if err != nil {
@@ -229,7 +239,7 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	if f.Verifier != "" {
 		opts = append(opts, oauth2.VerifierOption(f.Verifier))
 	}
-	tok, err := c.OAuth2(s.redirectURL(), nil).Exchange(pctx, cb.Code, opts...)
+	tok, err := s.oauth(c).Exchange(pctx, cb.Code, opts...)
 	if err != nil {
 		_, why, _ := classify(err)
 		return Record{}, &LinkError{Status: 502, Msg: fmt.Sprintf("%s did not exchange the authorization code (%s); nothing was stored. Ask the agent for a new connect link.", c.Title, why), Err: err}

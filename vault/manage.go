@@ -156,18 +156,7 @@ type RefresherOptions struct {
 // provider together. Failures back off (the record's NextAttempt) and
 // invalid_grant marks needs_reauth with an event, as on the request path.
 func (s *Service) RunRefresher(ctx context.Context, o RefresherOptions) {
-	if o.Interval <= 0 {
-		o.Interval = 30 * time.Second
-	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 8
-	}
-	if o.PerConnection <= 0 {
-		o.PerConnection = 2
-	}
-	if o.Batch <= 0 {
-		o.Batch = 1000
-	}
+	o = o.withDefaults()
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
@@ -180,8 +169,25 @@ func (s *Service) RunRefresher(ctx context.Context, o RefresherOptions) {
 	}
 }
 
+func (o RefresherOptions) withDefaults() RefresherOptions {
+	if o.Interval <= 0 {
+		o.Interval = 30 * time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.PerConnection <= 0 {
+		o.PerConnection = 2
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1000
+	}
+	return o
+}
+
 // refreshDue runs one round of the background refresher.
 func (s *Service) refreshDue(ctx context.Context, o RefresherOptions) {
+	o = o.withDefaults()
 	due, err := s.Store.Due(s.now().Add(o.Interval), o.Batch)
 	if err != nil {
 		s.log().Error("background refresh: reading the expiry index failed", "error", err)

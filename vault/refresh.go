@@ -71,7 +71,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 	rec, err := s.Store.Get(u, c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return Record{}, errorf(schemas.CodeAuthorizationRequired, "the connection was removed", err)
+		return Record{}, err
 	case errors.Is(err, ErrCorrupt):
 		return Record{}, s.corrupt(c, err)
 	case err != nil:
@@ -80,6 +80,9 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 	now := s.now()
 	if rec.Status == StatusNeedsReauth {
 		return rec, errorf(schemas.CodeAuthorizationRequired, rec.Reason, nil)
+	}
+	if rec.RefreshToken == "" {
+		return rec, nil // nothing to refresh with (non-expiring tokens)
 	}
 	// Someone refreshed while we waited for the lease: use theirs.
 	if at := rec.RefreshAt(); !force && (at.IsZero() || now.Before(at)) {
@@ -102,7 +105,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 	if err := s.Store.Put(&rec, rec.Version); err != nil {
 		return rec, err
 	}
-	tok, err := c.OAuth2(s.redirectURL(), nil).TokenSource(ctx, &oauth2.Token{RefreshToken: used, Expiry: now.Add(-time.Hour)}).Token()
+	tok, err := s.oauth(c).TokenSource(ctx, &oauth2.Token{RefreshToken: used, Expiry: now.Add(-time.Hour)}).Token()
 	if err == nil && s.afterProviderAnswer != nil {
 		if herr := s.afterProviderAnswer(); herr != nil {
 			return rec, herr
@@ -139,6 +142,9 @@ const (
 	faultRetry        fault = iota // 5xx, 429, timeouts, network, unreadable answers: back off, try again
 	faultInvalidGrant              // the refresh token is dead
 	faultClient                    // the provider refuses our client or request: the operator must act
+	// faultLost: retry, but the provider may have used the refresh token
+	// (a timeout, a dropped connection, an unreadable answer).
+	faultLost
 )
 
 // classify reads a provider error.
@@ -167,11 +173,11 @@ func classify(err error) (fault, string, time.Duration) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return faultRetry, "the provider did not answer in time", 0
+		return faultLost, "the provider did not answer in time", 0
 	case strings.Contains(err.Error(), "cannot parse"), strings.Contains(err.Error(), "server response missing access_token"):
-		return faultRetry, "the provider's answer was unreadable", 0
+		return faultLost, "the provider's answer was unreadable", 0
 	}
-	return faultRetry, "the provider could not be reached", 0
+	return faultLost, "the provider could not be reached", 0
 }
 
 func parseRetryAfter(v string) time.Duration {
@@ -217,7 +223,12 @@ func (s *Service) refreshFailed(ctx context.Context, c Connection, u UserRef, ag
 	}
 	rec.NextAttempt = now.Add(retryAfter)
 	rec.LastError = why
-	rec.Refreshing = time.Time{}
+	if kind != faultLost {
+		// The provider refused: the refresh token was not used. After
+		// a lost answer the mark stays, so that an invalid_grant next
+		// time is understood.
+		rec.Refreshing = time.Time{}
+	}
 	if err := s.Store.Put(&rec, rec.Version); err != nil {
 		return rec, err
 	}

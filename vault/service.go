@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -62,6 +63,10 @@ type Service struct {
 	Log             *slog.Logger
 
 	sf singleflight.Group
+	// configs keeps one x/oauth2 config per connection: x/oauth2
+	// remembers per config which client authentication a provider
+	// accepted, so that a failing request is not sent twice.
+	configs sync.Map // name → *oauth2.Config
 	// afterProviderAnswer, in tests, runs between the provider's answer
 	// and the write of the new tokens; an error stops the refresh there,
 	// as if the process had stopped.
@@ -73,6 +78,15 @@ func (s *Service) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
+}
+
+// oauth is the connection's x/oauth2 config.
+func (s *Service) oauth(c Connection) *oauth2.Config {
+	if v, ok := s.configs.Load(c.Name); ok {
+		return v.(*oauth2.Config)
+	}
+	v, _ := s.configs.LoadOrStore(c.Name, c.OAuth2(s.redirectURL(), nil))
+	return v.(*oauth2.Config)
 }
 
 func (s *Service) log() *slog.Logger {
@@ -212,12 +226,15 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.Scopes, r.Scopes))
 	}
 	if len(missing(rec.Scopes, r.Scopes)) > 0 {
-		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.Scopes, r.Scopes))
+		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.Scopes, r.Scopes), missing(rec.Scopes, r.Scopes)...)
 	}
 	if at := rec.RefreshAt(); !at.IsZero() && !s.now().Before(at) {
 		if rec, err = s.refresh(ctx, c, r.User, r.Agent.ID); err != nil {
 			var ve *Error
-			if errors.As(err, &ve) && ve.Code == schemas.CodeAuthorizationRequired {
+			switch {
+			case errors.Is(err, ErrNotFound): // disconnected meanwhile
+				return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNotConnected, r.Scopes)
+			case errors.As(err, &ve) && ve.Code == schemas.CodeAuthorizationRequired:
 				return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.Scopes, r.Scopes))
 			}
 			return Issued{}, err
@@ -249,7 +266,8 @@ func (s *Service) corrupt(c Connection, err error) error {
 
 // authorizationRequired makes a connect link and returns the interrupt
 // that carries it.
-func (s *Service) authorizationRequired(ctx context.Context, r Request, c Connection, reason string, scopes []string) error {
+// lacking names the scopes a missing_scopes interrupt is about.
+func (s *Service) authorizationRequired(ctx context.Context, r Request, c Connection, reason string, scopes []string, lacking ...string) error {
 	if len(scopes) == 0 {
 		scopes = c.DefaultScopes
 	}
@@ -259,7 +277,7 @@ func (s *Service) authorizationRequired(ctx context.Context, r Request, c Connec
 	}
 	msg := map[string]string{
 		ReasonNotConnected:  "the user has not connected " + c.Title,
-		ReasonMissingScopes: "the user's " + c.Title + " connection lacks scopes " + strings.Join(missing(nil, scopes), " "),
+		ReasonMissingScopes: "the user's " + c.Title + " connection lacks scopes " + strings.Join(lacking, " "),
 		ReasonNeedsReauth:   c.Title + " no longer accepts the stored authorization",
 	}[reason]
 	return &Error{Code: schemas.CodeAuthorizationRequired, Msg: msg + "; send them the connect link and wait for the connection.linked event",

@@ -213,6 +213,18 @@ func summary(r bus.Replayed) string {
 			return s + " took=" + strconv.FormatInt(a.DurationUS, 10) + "µs"
 		}
 	}
+	if r.Event.Type() == schemas.TypeAuditVault {
+		var a schemas.AuditVault
+		if json.Unmarshal(r.Event.Data(), &a) == nil {
+			s := a.Event + " user=" + a.Subject + " connection=" + a.Connection
+			for _, kv := range [][2]string{{"agent", a.Agent}, {"token", a.Fingerprint}, {"scopes", strings.Join(a.Scopes, ",")}, {"reason", a.Reason}} {
+				if kv[1] != "" {
+					s += " " + kv[0] + "=" + kv[1]
+				}
+			}
+			return s
+		}
+	}
 	s := strings.TrimSpace(string(r.Event.Data()))
 	if len(s) > 80 {
 		s = s[:77] + "..."
