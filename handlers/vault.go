@@ -49,7 +49,7 @@ func (h *Vault) Token() bus.Handler {
 		if err != nil {
 			return nil, err
 		}
-		return bus.Reply(req, schemas.VaultToken{Connection: t.Connection, TokenType: t.TokenType, Scopes: t.Scopes,
+		return bus.Reply(req, &schemas.VaultToken{Connection: t.Connection, TokenType: t.TokenType, Scopes: t.Scopes,
 			ExpiresAt: t.Expiry.UTC(), Fingerprint: t.Fingerprint, SealedToken: t.Sealed})
 	})
 }

@@ -174,3 +174,31 @@ func TestUserAppendJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestVaultTokenAppendJSON(t *testing.T) {
+	for _, v := range []VaultToken{
+		{},
+		{Connection: "google", TokenType: "Bearer", Scopes: []string{"openid", "a\"b"}, ExpiresAt: time.Date(2026, 1, 2, 3, 4, 5, 7, time.UTC), Fingerprint: "sha256:0011223344556677",
+			SealedToken: Sealed{Alg: SealAlg, Sender: "XABC", Recipient: "XDEF", Ciphertext: []byte{0, 1, 2, 250, 251, 252, 253}}},
+		{Connection: "notion", Scopes: []string{}, SealedToken: Sealed{Ciphertext: []byte{}}},
+	} {
+		want, _ := json.Marshal(&v)
+		if got := v.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("VaultToken.AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+func TestAuditVaultAppendJSON(t *testing.T) {
+	for _, a := range []AuditVault{
+		{},
+		{Event: "token.issued", Agent: "mail-bot", Subject: "dev-alice", Issuer: "http://x/dev-idp", Connection: "demo", Scopes: []string{"openid", "<&>"},
+			Fingerprint: "sha256:0011223344556677", ExpiresAt: time.Date(2026, 1, 2, 3, 4, 5, 7, time.FixedZone("x", 3600)), Reason: "r\"", RequestID: "id-1"},
+		{Event: "connection.needs_reauth", Subject: "s", Issuer: "i", Connection: "c", Scopes: []string{}, Reason: "invalid_grant"},
+	} {
+		want, _ := json.Marshal(&a)
+		if got := a.AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("AuditVault.AppendJSON:\n got %s\nwant %s", got, want)
+		}
+	}
+}

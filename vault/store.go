@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -50,6 +51,11 @@ type Due struct {
 type StoreOptions struct {
 	Logger   *slog.Logger // Badger's warnings and errors; slog.Default() if nil
 	InMemory bool         // no files at all: tests and benchmarks only
+	// CacheRecords keeps up to this many opened records in memory, so
+	// that reading a stored token does not open Badger, GCM and JSON
+	// each time (0: no cache). The cache is write-through: this process
+	// holds Badger's directory lock, so no other writer exists.
+	CacheRecords int
 }
 
 // Temp kinds.
@@ -83,6 +89,11 @@ type Store struct {
 	db  *badger.DB
 	kr  *Keyring
 	log *slog.Logger
+
+	cacheMax int
+	mu       sync.Mutex
+	cache    map[string]Record // by record key
+	gen      uint64            // +1 on every committed write; a read that saw another generation does not fill the cache
 }
 
 // OpenStore opens (creating if needed) the vault in dir, sealed with kr.
@@ -94,7 +105,7 @@ func OpenStore(dir string, kr *Keyring, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, kr: kr, log: log}
+	s := &Store{db: db, kr: kr, log: log, cacheMax: o.CacheRecords, cache: map[string]Record{}}
 	if err := s.checkMeta(dir); err != nil {
 		db.Close()
 		return nil, err
@@ -188,7 +199,13 @@ func (s *Store) Get(u UserRef, conn string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	var r Record
+	s.mu.Lock()
+	r, ok := s.cache[string(key)]
+	gen := s.gen
+	s.mu.Unlock()
+	if ok {
+		return r, nil
+	}
 	err = s.db.View(func(txn *badger.Txn) error {
 		r, err = s.getRecord(txn, key, u, conn)
 		return err
@@ -196,7 +213,30 @@ func (s *Store) Get(u UserRef, conn string) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("vault get %s: %w", conn, err)
 	}
+	if s.cacheMax > 0 {
+		s.mu.Lock()
+		if s.gen == gen { // no write committed since the read began
+			if len(s.cache) >= s.cacheMax {
+				clear(s.cache)
+			}
+			s.cache[string(key)] = r
+		}
+		s.mu.Unlock()
+	}
 	return r, nil
+}
+
+// written records a committed write of key: the cached record is
+// replaced (r) or dropped (nil), and reads in flight do not fill the cache.
+func (s *Store) written(key []byte, r *Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	if r != nil && s.cacheMax > 0 && len(s.cache) < s.cacheMax {
+		s.cache[string(key)] = *r
+	} else {
+		delete(s.cache, string(key))
+	}
 }
 
 // Put writes r if the stored record's Version equals expect (0: there
@@ -234,6 +274,7 @@ func (s *Store) Put(r *Record, expect uint64) error {
 	if err != nil {
 		return fmt.Errorf("vault put %s: %w", r.Connection, err)
 	}
+	s.written(key, &next)
 	r.Version = next.Version
 	return nil
 }
@@ -266,6 +307,7 @@ func (s *Store) Delete(u UserRef, conn string, expect uint64) error {
 	if err != nil {
 		return fmt.Errorf("vault delete %s: %w", conn, err)
 	}
+	s.written(key, nil)
 	return nil
 }
 
@@ -418,6 +460,10 @@ func (s *Store) PutBatch(recs []Record) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("vault put batch: %w", err)
 	}
+	s.mu.Lock()
+	s.gen++
+	clear(s.cache)
+	s.mu.Unlock()
 	return s.db.Sync()
 }
 

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -526,4 +527,87 @@ func countPrefix(tb testing.TB, s *Store, prefix string) int {
 		return nil
 	})
 	return n
+}
+
+// TestStoreCache: the record cache is write-through (a Get after Put,
+// Delete or PutBatch sees the write) and bounded; concurrent reads and
+// writes never leave a stale record cached.
+func TestStoreCache(t *testing.T) {
+	s, err := OpenStore(t.TempDir(), MustKeyring(t), StoreOptions{CacheRecords: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := testRecord(alice, "google")
+	if err := s.Put(&r, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(alice, "google"); err != nil {
+		t.Fatal(err)
+	}
+	r.AccessToken = "at-2"
+	if err := s.Put(&r, r.Version); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(alice, "google"); got.AccessToken != "at-2" || got.Version != 2 {
+		t.Fatalf("after Put: %+v", got)
+	}
+	b := testRecord(alice, "google")
+	b.AccessToken = "at-batch"
+	if err := s.PutBatch([]Record{b}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(alice, "google"); got.AccessToken != "at-batch" {
+		t.Fatalf("after PutBatch: %+v", got)
+	}
+	if err := s.Delete(alice, "google", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(alice, "google"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after Delete: %v", err)
+	}
+	for i := range 5 { // more than the cache holds
+		r := testRecord(UserRef{Issuer: "i", Subject: strconv.Itoa(i)}, "c")
+		if err := s.Put(&r, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(r.User, "c"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.cache); n > 2 {
+		t.Fatalf("cache holds %d records, bound 2", n)
+	}
+	// Readers racing a writer: once the writer is done, everyone sees
+	// its last version.
+	w := testRecord(bob, "slack")
+	if err := s.Put(&w, 0); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_, _ = s.Get(bob, "slack")
+				}
+			}
+		}()
+	}
+	for range 50 {
+		if err := s.Put(&w, w.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if got, _ := s.Get(bob, "slack"); got.Version != w.Version {
+		t.Fatalf("cached version %d, stored %d", got.Version, w.Version)
+	}
 }

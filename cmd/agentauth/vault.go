@@ -63,7 +63,7 @@ func (m *Main) setupVault(ctx, bg context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.vaultStore, err = vault.OpenStore(vaultDir(m.Config.DataDir), kr, vault.StoreOptions{Logger: m.Log})
+	m.vaultStore, err = vault.OpenStore(vaultDir(m.Config.DataDir), kr, vault.StoreOptions{Logger: m.Log, CacheRecords: 10000})
 	if err != nil {
 		return err
 	}
@@ -143,5 +143,5 @@ func (e *vaultEvents) Feed(ctx context.Context, agent, verb, typ string, data sc
 }
 
 func (e *vaultEvents) Audit(object, verb string, a schemas.AuditVault) {
-	e.m.auditor.Record("vault", object, verb, schemas.TypeAuditVault, bus.TraceContext{}, a)
+	e.m.auditor.Record("vault", object, verb, schemas.TypeAuditVault, bus.TraceContext{}, &a)
 }

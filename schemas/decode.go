@@ -1,0 +1,291 @@
+package schemas
+
+import (
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// errNotSimple makes a fast decoder give up; the caller then decodes with
+// encoding/json, which is always right and slower.
+var errNotSimple = errors.New("not a simple object")
+
+// scanner reads the flat JSON objects of the hot requests: members whose
+// values are strings without escapes, arrays of such strings, or small
+// integers. Anything else (escapes, nested objects, floats, null…) is
+// errNotSimple. Requests reach it after schema validation.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) byte(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str reads a string without escapes or control characters, valid UTF-8.
+func (s *scanner) str() (string, error) {
+	if !s.byte('"') {
+		return "", errNotSimple
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			v := s.b[start:s.i]
+			s.i++
+			if !utf8.Valid(v) {
+				return "", errNotSimple
+			}
+			return string(v), nil
+		case c == '\\' || c < 0x20:
+			return "", errNotSimple
+		}
+		s.i++
+	}
+	return "", errNotSimple
+}
+
+func (s *scanner) strs() ([]string, error) {
+	if !s.byte('[') {
+		return nil, errNotSimple
+	}
+	out := []string{}
+	if s.byte(']') {
+		return out, nil
+	}
+	for {
+		v, err := s.str()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		if s.byte(']') {
+			return out, nil
+		}
+		if !s.byte(',') {
+			return nil, errNotSimple
+		}
+	}
+}
+
+func (s *scanner) int() (int, error) {
+	s.ws()
+	start := s.i
+	for s.i < len(s.b) && (s.b[s.i] >= '0' && s.b[s.i] <= '9' || s.i == start && s.b[s.i] == '-') {
+		s.i++
+	}
+	digits := s.b[start:s.i]
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if s.i-start > 9 || len(digits) == 0 || len(digits) > 1 && digits[0] == '0' {
+		return 0, errNotSimple // too long, empty, or a leading zero (not JSON)
+	}
+	n, err := strconv.Atoi(string(s.b[start:s.i]))
+	if err != nil || (s.i < len(s.b) && (s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E')) {
+		return 0, errNotSimple
+	}
+	return n, nil
+}
+
+// object calls member for each key, which must consume the value; the
+// object must be the whole input.
+func (s *scanner) object(member func(key string) error) error {
+	if err := s.members(member); err != nil {
+		return err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return errNotSimple
+	}
+	return nil
+}
+
+// DecodeJSON decodes r from a simple JSON object, or returns an error
+// for encoding/json to take over (bus.DecodeData does).
+func (r *WhoAmIRequest) DecodeJSON(b []byte) error {
+	s := scanner{b: b}
+	var v WhoAmIRequest
+	err := s.object(func(k string) (err error) {
+		switch k {
+		case "user_token":
+			v.UserToken, err = s.str()
+		default:
+			err = errNotSimple
+		}
+		return err
+	})
+	if err == nil {
+		*r = v
+	}
+	return err
+}
+
+// DecodeJSON decodes r from a simple JSON object, or returns an error
+// for encoding/json to take over.
+func (r *ExchangeRequest) DecodeJSON(b []byte) error {
+	s := scanner{b: b}
+	var v ExchangeRequest
+	err := s.object(func(k string) (err error) {
+		switch k {
+		case "user_token":
+			v.UserToken, err = s.str()
+		case "audience":
+			v.Audience, err = s.str()
+		case "scopes":
+			v.Scopes, err = s.strs()
+		case "ttl_seconds":
+			v.TTLSeconds, err = s.int()
+		default:
+			err = errNotSimple
+		}
+		return err
+	})
+	if err == nil {
+		*r = v
+	}
+	return err
+}
+
+// DecodeJSON decodes r from a simple JSON object, or returns an error
+// for encoding/json to take over.
+func (r *VaultTokenRequest) DecodeJSON(b []byte) error {
+	s := scanner{b: b}
+	var v VaultTokenRequest
+	err := s.object(func(k string) (err error) {
+		switch k {
+		case "user_token":
+			v.UserToken, err = s.str()
+		case "connection":
+			v.Connection, err = s.str()
+		case "scopes":
+			v.Scopes, err = s.strs()
+		default:
+			err = errNotSimple
+		}
+		return err
+	})
+	if err == nil {
+		*r = v
+	}
+	return err
+}
+
+// time reads a timestamp string as time.Time's UnmarshalJSON does.
+func (s *scanner) time() (time.Time, error) {
+	v, err := s.str()
+	if err != nil {
+		return time.Time{}, err
+	}
+	var t time.Time
+	if t.UnmarshalText([]byte(v)) != nil { // the strict RFC 3339 of UnmarshalJSON
+		return time.Time{}, errNotSimple
+	}
+	return t, nil
+}
+
+// bytes reads a standard base64 string as encoding/json decodes []byte.
+func (s *scanner) bytes() ([]byte, error) {
+	v, err := s.str()
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, errNotSimple
+	}
+	return b, nil
+}
+
+// members reads an object's members without requiring the input to end
+// after it (a nested object).
+func (s *scanner) members(member func(key string) error) error {
+	if !s.byte('{') {
+		return errNotSimple
+	}
+	if s.byte('}') {
+		return nil
+	}
+	for {
+		k, err := s.str()
+		if err != nil {
+			return err
+		}
+		if !s.byte(':') {
+			return errNotSimple
+		}
+		if err := member(k); err != nil {
+			return err
+		}
+		if s.byte('}') {
+			return nil
+		}
+		if !s.byte(',') {
+			return errNotSimple
+		}
+	}
+}
+
+// DecodeJSON decodes t (a vault.token reply, in the SDK) from a simple
+// JSON object, or returns an error for encoding/json to take over.
+func (t *VaultToken) DecodeJSON(b []byte) error {
+	s := scanner{b: b}
+	var v VaultToken
+	err := s.object(func(k string) (err error) {
+		switch k {
+		case "connection":
+			v.Connection, err = s.str()
+		case "token_type":
+			v.TokenType, err = s.str()
+		case "scopes":
+			v.Scopes, err = s.strs()
+		case "expires_at":
+			v.ExpiresAt, err = s.time()
+		case "fingerprint":
+			v.Fingerprint, err = s.str()
+		case "sealed_token":
+			err = s.members(func(k string) (err error) {
+				switch k {
+				case "alg":
+					v.SealedToken.Alg, err = s.str()
+				case "sender":
+					v.SealedToken.Sender, err = s.str()
+				case "recipient":
+					v.SealedToken.Recipient, err = s.str()
+				case "ciphertext":
+					v.SealedToken.Ciphertext, err = s.bytes()
+				default:
+					err = errNotSimple
+				}
+				return err
+			})
+		default:
+			err = errNotSimple
+		}
+		return err
+	})
+	if err == nil {
+		*t = v
+	}
+	return err
+}

@@ -1,0 +1,82 @@
+package schemas
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+type fastDecoder interface{ DecodeJSON([]byte) error }
+
+// decoders are the types with a fast decoder, each with a fresh value.
+var decoders = []func() fastDecoder{
+	func() fastDecoder { return new(WhoAmIRequest) },
+	func() fastDecoder { return new(ExchangeRequest) },
+	func() fastDecoder { return new(VaultTokenRequest) },
+	func() fastDecoder { return new(VaultToken) },
+}
+
+// checkFast: whenever a fast decoder accepts input, encoding/json accepts
+// it too and decodes the same value.
+func checkFast(t *testing.T, data []byte) (accepted int) {
+	for _, mk := range decoders {
+		fast, slow := mk(), mk()
+		if fast.DecodeJSON(data) != nil {
+			continue
+		}
+		accepted++
+		if err := json.Unmarshal(data, slow); err != nil {
+			t.Fatalf("%T: fast decoder accepted %q, encoding/json refuses it: %v", fast, data, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%T on %q: fast %+v, encoding/json %+v", fast, data, fast, slow)
+		}
+	}
+	return accepted
+}
+
+var decodeSeeds = []string{
+	`{"user_token":"eyJ.a.b"}`,
+	` { "user_token" : "t" , "connection":"google","scopes":["a","b"] } `,
+	`{"user_token":"t","audience":"https://api","scopes":[],"ttl_seconds":60}`,
+	`{"user_token":"t","ttl_seconds":060}`,
+	`{"user_token":"t","ttl_seconds":-0}`,
+	`{"user_token":"t","ttl_seconds":1.5}`,
+	`{"user_token":"t\u0041"}`,
+	`{"User_Token":"t"}`,
+	`{"user_token":"t","user_token":"u"}`,
+	`{"user_token":null}`,
+	`{"user_token":"t"} x`,
+	`{"scopes":["a",]}`,
+	"{\"user_token\":\"\xff\"}",
+	`{"connection":"c","scopes":["é"]}`,
+	`{"connection":"demo","token_type":"Bearer","scopes":["openid"],"expires_at":"2026-11-27T12:00:00.123456789Z","fingerprint":"sha256:00","sealed_token":{"alg":"x","sender":"X1","recipient":"X2","ciphertext":"AAEC+/8="}}`,
+	`{"connection":"demo","expires_at":"2026-11-27T12:00:00+01:00","sealed_token":{"ciphertext":"AAE"}}`,
+	`{"sealed_token":{}, "expires_at":"2026-13-01T00:00:00Z"}`,
+	`{"sealed_token":{"ciphertext":null}}`,
+	`{"expires_at":"2026-11-27T12:00:00,5Z"}`,
+	`{"expires_at":"2026-11-27T24:00:00Z"}`,
+	`{"expires_at":"2026-11-27T12:00:00+01:60"}`,
+	`{"expires_at":"2026-11-27T12:00:00.Z"}`,
+}
+
+func TestFastDecodeAgreesWithEncodingJSON(t *testing.T) {
+	accepted := 0
+	for _, s := range decodeSeeds {
+		accepted += checkFast(t, []byte(s))
+	}
+	if accepted == 0 {
+		t.Fatal("no seed took the fast path")
+	}
+	var w WhoAmIRequest
+	if err := w.DecodeJSON([]byte(`{"user_token":"eyJ.a.b"}`)); err != nil || w.UserToken != "eyJ.a.b" {
+		t.Fatalf("fast path not taken: %+v %v", w, err)
+	}
+}
+
+func FuzzFastDecode(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkFast(t, data) })
+}
