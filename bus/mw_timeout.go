@@ -22,10 +22,10 @@ func Timeout(d time.Duration) Middleware {
 				err   error
 			}
 			done := make(chan result, 1)
-			go func() {
+			runners.run(func() {
 				r, err := next.ServeEvent(ctx, req)
 				done <- result{r, err}
-			}()
+			})
 			select {
 			case r := <-done:
 				return r.reply, r.err
@@ -33,5 +33,35 @@ func Timeout(d time.Duration) Middleware {
 				return nil, Errorf(schemas.CodeTimeout, "the request did not complete within %s; try again", d)
 			}
 		})
+	}
+}
+
+// runners are goroutines that run timed handlers: reused, so that a
+// request does not pay for a new goroutine and for growing its stack
+// through the handler chain. A runner whose handler outlives its timeout
+// simply stays busy; more are started when none is idle.
+var runners = runnerPool{idle: make(chan chan func(), 4096)}
+
+type runnerPool struct{ idle chan chan func() }
+
+func (p runnerPool) run(f func()) {
+	select {
+	case work := <-p.idle:
+		work <- f
+	default:
+		work := make(chan func(), 1)
+		work <- f
+		go p.loop(work)
+	}
+}
+
+func (p runnerPool) loop(work chan func()) {
+	for f := range work {
+		f()
+		select {
+		case p.idle <- work:
+		default:
+			return // enough idle runners
+		}
 	}
 }
