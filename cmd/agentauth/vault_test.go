@@ -260,3 +260,62 @@ func TestVaultMasterKey(t *testing.T) {
 		t.Fatalf("old key after rotation: %v", err)
 	}
 }
+
+// TestVaultBadInput: over the wire, every refusal has its code, changes
+// nothing in the vault, and never echoes the token.
+func TestVaultBadInput(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	agent := vaultAgent(t, m, "scoped-bot", "openid")
+	other := MustAgent(t, m, "no-vault-bot")
+	ctx := context.Background()
+	alice := devToken(t, m, "alice")
+	before, err := m.vaultStore.Count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want schemas.ErrorCode
+	}{
+		{"unknown connection", func() error { _, err := agent.Token(ctx, alice, "nope"); return err }, schemas.CodeNotFound},
+		{"connection not in the policy", func() error { _, err := other.Token(ctx, alice, demoConnection); return err }, schemas.CodeDenied},
+		{"scope outside the policy", func() error { _, err := agent.Token(ctx, alice, demoConnection, "email"); return err }, schemas.CodeDenied},
+		{"link for a scope outside the policy", func() error { _, err := agent.ConnectLink(ctx, alice, demoConnection, "email"); return err }, schemas.CodeDenied},
+		{"invalid connection name", func() error { _, err := agent.Token(ctx, alice, "Not A Name"); return err }, schemas.CodeSchemaViolation},
+		{"empty user token", func() error { _, err := agent.Token(ctx, "", demoConnection); return err }, schemas.CodeSchemaViolation},
+		{"garbage user token", func() error { _, err := agent.Token(ctx, "not-a-jwt", demoConnection); return err }, schemas.CodeUnauthenticated},
+		{"disconnect what is not connected", func() error { _, err := agent.Disconnect(ctx, alice, demoConnection); return err }, schemas.CodeNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Code != tc.want {
+				t.Fatalf("got %v, want code %s", err, tc.want)
+			}
+			if strings.Contains(ce.Message, alice) {
+				t.Error("the error message contains the token")
+			}
+		})
+	}
+	if after, err := m.vaultStore.Count(); err != nil || after != before {
+		t.Errorf("records %d → %d (%v): bad input changed the vault", before, after, err)
+	}
+	// A link for the allowed scope works and names it.
+	l, err := agent.ConnectLink(ctx, alice, demoConnection, "openid")
+	if err != nil || !strings.HasPrefix(l.ConnectURL, m.PublicURL()+"/connect/") || len(l.Scopes) != 1 || l.Scopes[0] != "openid" {
+		t.Fatalf("connect link: %+v %v", l, err)
+	}
+	// The callback refuses what did not come from agentauth.
+	hc := loggedIn(t, m, "alice")
+	for _, q := range []string{"state=forged.sig&code=x", "state=&code=x", "error=access_denied&state=x"} {
+		if resp, page := get(t, hc, m.PublicURL()+"/connect/callback?"+q); resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, `id="error"`) {
+			t.Errorf("callback ?%s: %s\n%s", q, resp.Status, page)
+		}
+	}
+	// A link opened without a session goes to the login first.
+	resp, _ := get(t, browser(t), l.ConnectURL)
+	if !strings.Contains(resp.Request.URL.Path, "/dev-idp/") {
+		t.Errorf("link without a session ended at %s, want the login", resp.Request.URL)
+	}
+}
