@@ -130,8 +130,9 @@ func openBadger(dir string, o StoreOptions) (*badger.DB, *slog.Logger, error) {
 		WithCompression(options.None). // values are ciphertext
 		WithNumMemtables(2).
 		WithMemTableSize(16 << 20).
-		WithBlockCacheSize(32 << 20).
+		WithBlockCacheSize(128 << 20).
 		WithIndexCacheSize(0).
+		WithValueThreshold(256).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
