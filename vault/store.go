@@ -132,10 +132,15 @@ func openBadger(dir string, o StoreOptions) (*badger.DB, *slog.Logger, error) {
 		WithMemTableSize(16 << 20).
 		WithBlockCacheSize(128 << 20).
 		WithIndexCacheSize(0).
-		WithValueThreshold(256).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
+	if !o.InMemory {
+		// Records go to the value log, the LSM tree keeps keys and
+		// pointers: it stays small enough to cache at a million records.
+		// (In memory there is no value log.)
+		opts = opts.WithValueThreshold(256)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("vault open %s: %w", dir, err)
