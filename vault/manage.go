@@ -147,6 +147,7 @@ type RefresherOptions struct {
 	Concurrency   int           // refreshes at once; default 8
 	PerConnection int           // refreshes at once per connection (token endpoints rate-limit bursts); default 2
 	Batch         int           // records per look; default 1000
+	Jitter        time.Duration // largest random delay before a refresh; default Interval/4
 }
 
 // RunRefresher refreshes tokens before they expire, in the background,
@@ -182,6 +183,9 @@ func (o RefresherOptions) withDefaults() RefresherOptions {
 	if o.Batch <= 0 {
 		o.Batch = 1000
 	}
+	if o.Jitter <= 0 {
+		o.Jitter = o.Interval / 4
+	}
 	return o
 }
 
@@ -214,7 +218,7 @@ func (s *Service) refreshDue(ctx context.Context, o RefresherOptions) {
 			defer wg.Done()
 			// Jitter: spread the round over part of the interval, never
 			// past the token's own refresh time.
-			delay := rand.N(o.Interval/4 + 1)
+			delay := rand.N(o.Jitter + 1)
 			if until := d.At.Sub(s.now()); until < delay {
 				delay = max(until, 0)
 			}
@@ -226,7 +230,8 @@ func (s *Service) refreshDue(ctx context.Context, o RefresherOptions) {
 			all <- struct{}{}
 			sem <- struct{}{}
 			defer func() { <-sem; <-all }()
-			if _, err := s.refresh(ctx, c, d.User, ""); err != nil && ctx.Err() == nil {
+			// Whatever falls due before the next round is refreshed now.
+			if _, err := s.refreshOnce(ctx, c, d.User, "", o.Interval); err != nil && ctx.Err() == nil {
 				s.log().Debug("background refresh did not succeed", "connection", c.Name, "error", err)
 			}
 		}()

@@ -34,8 +34,11 @@ func backoff(failures int) time.Duration {
 // tokens are written, synced, before anyone sees them: a rotated refresh
 // token is never only in memory.
 func (s *Service) refresh(ctx context.Context, c Connection, u UserRef, agent string) (Record, error) {
-	return s.refreshOnce(ctx, c, u, agent, false)
+	return s.refreshOnce(ctx, c, u, agent, 0)
 }
+
+// always, as a horizon, refreshes whatever the expiry.
+const always time.Duration = -1
 
 // Refresh refreshes the user's connection now, whether or not its token
 // is near expiry (operators; the refresh-path benchmark), with the same
@@ -45,10 +48,12 @@ func (s *Service) Refresh(ctx context.Context, u UserRef, connection string) (Re
 	if err != nil {
 		return Record{}, err
 	}
-	return s.refreshOnce(ctx, c, u, "", true)
+	return s.refreshOnce(ctx, c, u, "", always)
 }
 
-func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agent string, force bool) (Record, error) {
+// refreshOnce refreshes the record if it is due within horizon (always:
+// in any case).
+func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agent string, horizon time.Duration) (Record, error) {
 	key := u.Key() + "/" + c.Name
 	v, err, _ := s.sf.Do(key, func() (any, error) {
 		pctx, cancel := s.providerContext(ctx)
@@ -61,13 +66,13 @@ func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agen
 			}
 			defer unlock()
 		}
-		return s.refreshLocked(pctx, c, u, agent, force)
+		return s.refreshLocked(pctx, c, u, agent, horizon)
 	})
 	return v.(Record), err
 }
 
 // refreshLocked runs with the refresh lease held.
-func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, agent string, force bool) (Record, error) {
+func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, agent string, horizon time.Duration) (Record, error) {
 	rec, err := s.Store.Get(u, c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -85,7 +90,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 		return rec, nil // nothing to refresh with (non-expiring tokens)
 	}
 	// Someone refreshed while we waited for the lease: use theirs.
-	if at := rec.RefreshAt(); !force && (at.IsZero() || now.Before(at)) {
+	if at := rec.RefreshAt(); horizon != always && (at.IsZero() || now.Add(horizon).Before(at)) {
 		return rec, nil
 	}
 	usable := !rec.Expiry.IsZero() && now.Before(rec.Expiry)

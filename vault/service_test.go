@@ -1216,3 +1216,23 @@ func TestRefreshLostAnswer(t *testing.T) {
 		t.Error("no needs_reauth event on the agent's feed")
 	}
 }
+
+// TestRefreshDueAhead: the background refresher refreshes what falls due
+// before its next round, not only what is due already (else a token would
+// reach the person's request, or expire, before the refresher acts).
+func TestRefreshDueAhead(t *testing.T) {
+	h := mustVault(t, modeStrict)
+	linked := h.link(t, alice, "acme")
+	// Due in 30 s; the rounds are a minute apart.
+	h.clock.Advance(linked.RefreshAt().Sub(h.clock.Now()) - 30*time.Second)
+	h.svc.refreshDue(context.Background(), RefresherOptions{Interval: time.Minute, Jitter: time.Millisecond})
+	if rec := h.get(t, alice, "acme"); rec.AccessToken == linked.AccessToken || h.prov.refreshCall.Load() != 1 {
+		t.Fatalf("not refreshed ahead of time (%d refresh calls): %+v", h.prov.refreshCall.Load(), rec)
+	}
+	// A token due after the next round is left alone.
+	h.link(t, bob, "acme")
+	h.svc.refreshDue(context.Background(), RefresherOptions{Interval: time.Minute, Jitter: time.Millisecond})
+	if n := h.prov.refreshCall.Load(); n != 1 {
+		t.Fatalf("refresh calls = %d, want still 1 (bob's token is fresh)", n)
+	}
+}

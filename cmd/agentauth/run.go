@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -575,6 +576,17 @@ func (m *Main) banner(w io.Writer) {
   TOKEN=$(go run ./cmd/agentauth dev token alice --url %s)
 
 `, devIdPIssuer(m.PublicURL()), m.PublicURL())
+	}
+	if m.vault != nil && m.login != nil {
+		names := make([]string, 0, len(m.vault.Connections))
+		for n := range m.vault.Connections {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(w, `Token Vault: connections %s. People see and disconnect theirs at %s/connections;
+an agent whose policy names one (agent add NAME --connection demo) gets tokens with vault.token.
+
+`, strings.Join(names, ", "), m.PublicURL())
 	}
 	if m.Embedded() {
 		admin := keyPath(m.Config.DataDir, adminKeyFile)
