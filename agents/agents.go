@@ -37,6 +37,17 @@ type Policy struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// ApprovalAudiences the agent may ask a person to approve actions for.
 	ApprovalAudiences []string `json:"approval_audiences,omitempty"`
+	// ApprovalScopes the agent may ask for in approved tokens; empty
+	// means none.
+	ApprovalScopes []string `json:"approval_scopes,omitempty"`
+	// BackgroundAudiences are the approval audiences for which the agent
+	// may name the person by subject (CIBA's login_hint) instead of
+	// presenting their token.
+	BackgroundAudiences []string `json:"background_audiences,omitempty"`
+	// Approver marks an approval app: it may send people's decisions
+	// (each with the person's own token). An approver never decides the
+	// requests it made itself.
+	Approver bool `json:"approver,omitempty"`
 	// Collections the agent may query in retrieval.
 	Collections []string `json:"collections,omitempty"`
 	// ClientID, when set, is the OAuth client the user tokens this agent

@@ -23,6 +23,13 @@ func LinksConsumer(id string) string { return "links-" + id }
 // LinksFilter is the subject of an agent's "connection linked" events.
 func LinksFilter(id string) string { return schemas.EventsSubject(id) + ".vault.connection.linked" }
 
+// ApprovalsConsumer is the durable consumer name of an agent's "approval
+// decided" events (its own prefix, like LinksConsumer's).
+func ApprovalsConsumer(id string) string { return "approvals-" + id }
+
+// ApprovalsFilter is the subject of an agent's "approval decided" events.
+func ApprovalsFilter(id string) string { return schemas.EventsSubject(id) + ".approval.decided" }
+
 // Permissions are the NATS subjects an agent may publish to and subscribe
 // to; everything else is denied.
 type Permissions struct {
@@ -34,7 +41,7 @@ type Permissions struct {
 // under agentauth.<id>.>, receives replies only on its own inbox prefix,
 // and reads only its own event feed through its own durable consumer.
 func PermissionsFor(id string) Permissions {
-	consumer, links := FeedConsumer(id), LinksConsumer(id)
+	consumer, links, approvals := FeedConsumer(id), LinksConsumer(id), ApprovalsConsumer(id)
 	stream := schemas.StreamEvents
 	return Permissions{
 		Publish: []string{
@@ -50,6 +57,11 @@ func PermissionsFor(id string) Permissions {
 			"$JS.API.CONSUMER.INFO." + stream + "." + links,
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + links,
 			"$JS.ACK." + stream + "." + links + ".>",
+			// Its approvals consumer (the SDK's wait for a decision).
+			"$JS.API.CONSUMER.CREATE." + stream + "." + approvals + "." + ApprovalsFilter(id),
+			"$JS.API.CONSUMER.INFO." + stream + "." + approvals,
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + approvals,
+			"$JS.ACK." + stream + "." + approvals + ".>",
 		},
 		Subscribe: []string{InboxPrefix(id) + ".>"},
 	}

@@ -81,6 +81,12 @@ var table = map[schemas.ErrorCode]rule{
 	schemas.CodeAuthorizationRequired: {403, Term, "the user must connect this account first"},
 	schemas.CodeRetryLater:            {503, Nak, "a third-party provider is unavailable; try again later"},
 	schemas.CodeDenied:                {403, Term, "the agent's policy does not allow this"},
+	schemas.CodeAuthorizationPending:  {400, Nak, "the person has not decided yet; poll again after the interval"},
+	schemas.CodeSlowDown:              {400, Nak, "polling too fast; the interval is now longer"},
+	schemas.CodeAccessDenied:          {403, Term, "the person denied the request"},
+	schemas.CodeExpiredToken:          {400, Term, "the request expired before the person decided"},
+	schemas.CodeInvalidGrant:          {400, Term, "unknown, another agent's, or already redeemed auth_req_id"},
+	schemas.CodeAlreadyDecided:        {409, Term, "the request was already decided"},
 }
 
 // Failure is the decided outcome of an error.

@@ -35,6 +35,12 @@ func TestClassifyTable(t *testing.T) {
 		{schemas.CodeAuthorizationRequired, 403, Term},
 		{schemas.CodeRetryLater, 503, Nak},
 		{schemas.CodeDenied, 403, Term},
+		{schemas.CodeAuthorizationPending, 400, Nak},
+		{schemas.CodeSlowDown, 400, Nak},
+		{schemas.CodeAccessDenied, 403, Term},
+		{schemas.CodeExpiredToken, 400, Term},
+		{schemas.CodeInvalidGrant, 400, Term},
+		{schemas.CodeAlreadyDecided, 409, Term},
 	} {
 		t.Run(string(tc.code), func(t *testing.T) {
 			t.Run("default message", func(t *testing.T) {
@@ -61,7 +67,7 @@ func TestClassifyTable(t *testing.T) {
 		})
 	}
 	// The cases above must cover the table; a new code needs a row here.
-	if got, want := len(table), 18; got != want {
+	if got, want := len(table), 24; got != want {
 		t.Errorf("the table has %d codes, the test %d: add the new code's row", got, want)
 	}
 }

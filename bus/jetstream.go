@@ -52,6 +52,18 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Duplicates:  2 * time.Minute,
 			AllowDirect: true,
 		},
+		{
+			Name:        schemas.StreamNotify,
+			Description: "agentauth approval notifications per person (agentauth.notify.<userkey>.>): approval apps that were offline catch up",
+			Subjects:    []string{schemas.SubjectRoot + ".notify.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      o.EventsMaxAge,
+			Replicas:    o.Replicas,
+			Duplicates:  2 * time.Minute,
+			AllowDirect: true,
+		},
 	}
 }
 

@@ -119,8 +119,8 @@ func TestEnsureStreams(t *testing.T) {
 	for _, cfg := range StreamConfigs(o) {
 		first[cfg.Name] = streamInfo(t, js, cfg.Name)
 	}
-	if len(first) != 2 || first[schemas.StreamAudit] == nil || first[schemas.StreamEvents] == nil {
-		t.Fatalf("streams: got %v, want %s and %s", first, schemas.StreamAudit, schemas.StreamEvents)
+	if len(first) != 3 || first[schemas.StreamAudit] == nil || first[schemas.StreamEvents] == nil || first[schemas.StreamNotify] == nil {
+		t.Fatalf("streams: got %v, want %s, %s and %s", first, schemas.StreamAudit, schemas.StreamEvents, schemas.StreamNotify)
 	}
 
 	if err := EnsureStreams(t.Context(), js, o); err != nil {

@@ -49,7 +49,9 @@ type Client struct {
 	// opener opens what agentauth seals to this agent (nil without its
 	// credentials).
 	opener *agents.Opener
-	links  linkWaiters
+	// links and approvals wait on the agent's feed for what the SDK's
+	// interrupts resume on.
+	links, approvals *feedWaiters
 }
 
 // ErrNoSealingKey is returned by Open when the client was connected
@@ -138,7 +140,9 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, opener: opener}, nil
+	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, opener: opener,
+		links:     &feedWaiters{consumer: agents.LinksConsumer, filter: agents.LinksFilter},
+		approvals: &feedWaiters{consumer: agents.ApprovalsConsumer, filter: agents.ApprovalsFilter}}, nil
 }
 
 // Close closes the connection.

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
-	"github.com/agentauth/agentauth/agents"
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -105,115 +105,22 @@ func (c *Client) Disconnect(ctx context.Context, userToken, connection string) (
 // Waits of one Client share one subscription; run them from one Client
 // per agent.
 func (c *Client) WaitForConnection(ctx context.Context, ar *AuthorizationRequired) (*schemas.ConnectionEvent, error) {
-	w := &waiter{ar: ar, found: make(chan schemas.ConnectionEvent, 1)}
-	if err := c.links.add(ctx, c, w); err != nil {
-		return nil, err
-	}
-	defer c.links.remove(w)
-	select {
-	case ev := <-w.found:
-		return &ev, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("agentauth: waiting for %s to be connected: %w", ar.Connection, ctx.Err())
-	}
-}
-
-type waiter struct {
-	ar    *AuthorizationRequired
-	found chan schemas.ConnectionEvent
-}
-
-func (w *waiter) matches(ev schemas.ConnectionEvent, at time.Time) bool {
-	if ev.Connection != w.ar.Connection {
-		return false
-	}
-	return ev.LinkID == w.ar.LinkID || (!at.Before(w.ar.Received.Add(-time.Minute)) && len(missingScopes(ev.Scopes, w.ar.RequiredScopes)) == 0)
-}
-
-// linkWaiters dispatches "connection linked" events to the waits of a
-// Client, and keeps the recent ones for a wait that starts a moment late.
-type linkWaiters struct {
-	mu      sync.Mutex
-	waiters map[*waiter]struct{}
-	recent  []seenLink
-	sub     *Subscription
-	cancel  context.CancelFunc
-}
-
-type seenLink struct {
-	ev schemas.ConnectionEvent
-	at time.Time
-}
-
-const recentLinks = 10 * time.Minute
-
-func (l *linkWaiters) add(ctx context.Context, c *Client, w *waiter) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range l.recent {
-		if w.matches(s.ev, s.at) {
-			w.found <- s.ev
-			return nil
-		}
-	}
-	if l.waiters == nil {
-		l.waiters = map[*waiter]struct{}{}
-	}
-	l.waiters[w] = struct{}{}
-	if l.sub != nil {
-		return nil
-	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	cc, err := bus.Consume(sctx, c.js, bus.ConsumerOptions{
-		Stream:  schemas.StreamEvents,
-		Durable: agents.LinksConsumer(c.agent),
-		Filter:  []string{agents.LinksFilter(c.agent)},
-	}, nil, c.log, func(_ context.Context, d *bus.Delivery) error {
+	var found schemas.ConnectionEvent
+	err := c.links.wait(ctx, c, func(e *event.Event) bool {
 		var ev schemas.ConnectionEvent
-		if err := bus.DecodeData(d.Event, &ev); err != nil {
-			return nil // unreadable: acknowledged, nobody can use it
+		if bus.DecodeData(e, &ev) != nil || ev.Connection != ar.Connection {
+			return false
 		}
-		l.deliver(ev, d.Event.Time())
-		return nil
+		if ev.LinkID == ar.LinkID || (!e.Time().Before(ar.Received.Add(-time.Minute)) && len(missingScopes(ev.Scopes, ar.RequiredScopes)) == 0) {
+			found = ev
+			return true
+		}
+		return false
 	})
 	if err != nil {
-		cancel()
-		delete(l.waiters, w)
-		return err
+		return nil, fmt.Errorf("agentauth: waiting for %s to be connected: %w", ar.Connection, err)
 	}
-	l.sub, l.cancel = &Subscription{cc: cc}, cancel
-	return nil
-}
-
-func (l *linkWaiters) deliver(ev schemas.ConnectionEvent, at time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	l.recent = slices.DeleteFunc(l.recent, func(s seenLink) bool { return now.Sub(s.at) > recentLinks })
-	l.recent = append(l.recent, seenLink{ev: ev, at: at})
-	for w := range l.waiters {
-		if w.matches(ev, at) {
-			select {
-			case w.found <- ev:
-			default:
-			}
-		}
-	}
-}
-
-func (l *linkWaiters) remove(w *waiter) {
-	l.mu.Lock()
-	delete(l.waiters, w)
-	var sub *Subscription
-	var cancel context.CancelFunc
-	if len(l.waiters) == 0 && l.sub != nil {
-		sub, cancel, l.sub, l.cancel = l.sub, l.cancel, nil, nil
-	}
-	l.mu.Unlock()
-	if sub != nil {
-		sub.Stop()
-		cancel()
-	}
+	return &found, nil
 }
 
 func missingScopes(have, want []string) []string {

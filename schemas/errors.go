@@ -34,6 +34,14 @@ const (
 	CodeRetryLater ErrorCode = "retry_later"
 	// CodeDenied: the agent's policy does not allow the request.
 	CodeDenied ErrorCode = "denied"
+
+	// CIBA's outcomes of polling (OpenID CIBA Core §11) and of deciding.
+	CodeAuthorizationPending ErrorCode = "authorization_pending"
+	CodeSlowDown             ErrorCode = "slow_down"
+	CodeAccessDenied         ErrorCode = "access_denied"
+	CodeExpiredToken         ErrorCode = "expired_token"
+	CodeInvalidGrant         ErrorCode = "invalid_grant"
+	CodeAlreadyDecided       ErrorCode = "already_decided"
 )
 
 // ErrorData is the data of an error reply (type ErrorType).
