@@ -67,6 +67,25 @@ func PermissionsFor(id string) Permissions {
 	}
 }
 
+// PermissionsForAgent are PermissionsFor the agent plus, for an approval
+// app (Policy.Approver), reading people's approval notifications through
+// consumers of its own on the notifications stream.
+func PermissionsForAgent(a Agent) Permissions {
+	p := PermissionsFor(a.ID)
+	if a.Policy.Approver {
+		n := schemas.StreamNotify
+		p.Publish = append(p.Publish,
+			"$JS.API.CONSUMER.CREATE."+n+".>",
+			"$JS.API.CONSUMER.INFO."+n+".>",
+			"$JS.API.CONSUMER.DELETE."+n+".>",
+			"$JS.API.CONSUMER.MSG.NEXT."+n+".>",
+			"$JS.API.STREAM.INFO."+n,
+			"$JS.ACK."+n+".>",
+		)
+	}
+	return p
+}
+
 // NATSConfig renders, for an external NATS server, the authorization block
 // that gives each agent the permissions of PermissionsFor, plus the
 // service user that agentauth itself connects as.
@@ -77,7 +96,7 @@ func NATSConfig(serviceNKey string, agents []Agent) string {
 	b.WriteString("authorization {\n  users = [\n")
 	fmt.Fprintf(&b, "    # agentauth service\n    { nkey: %q }\n", serviceNKey)
 	for _, a := range agents {
-		p := PermissionsFor(a.ID)
+		p := PermissionsForAgent(a)
 		fmt.Fprintf(&b, "    # agent %s\n    { nkey: %q, permissions: {\n", a.ID, a.NKey)
 		fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoteList(p.Publish))
 		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n    } }\n", quoteList(p.Subscribe))

@@ -19,8 +19,9 @@ import (
 
 // policyFlags edit an agent policy from the command line.
 type policyFlags struct {
-	audiences, scopes, approvalAudiences, collections, connections []string
-	clientID                                                       string
+	audiences, scopes, approvalAudiences, approvalScopes, background, collections, connections []string
+	clientID                                                                                   string
+	approver                                                                                   bool
 }
 
 func (p *policyFlags) add(cmd *cobra.Command) {
@@ -28,6 +29,9 @@ func (p *policyFlags) add(cmd *cobra.Command) {
 	fl.StringSliceVar(&p.audiences, "audience", nil, "first-party API audience the agent may get exchanged tokens for (repeatable)")
 	fl.StringSliceVar(&p.scopes, "scope", nil, "scope the agent may ask for in exchanged tokens (repeatable)")
 	fl.StringSliceVar(&p.approvalAudiences, "approval-audience", nil, "audience the agent may ask a person to approve actions for (repeatable)")
+	fl.StringSliceVar(&p.approvalScopes, "approval-scope", nil, "scope the agent may ask for in approved tokens (repeatable)")
+	fl.StringSliceVar(&p.background, "background-audience", nil, "approval audience for which the agent may name the person by subject (CIBA login_hint) instead of presenting their token (repeatable)")
+	fl.BoolVar(&p.approver, "approver", false, "an approval app: it may send people's decisions (with their own tokens) and read their approval notifications")
 	fl.StringSliceVar(&p.collections, "collection", nil, "retrieval collection the agent may query (repeatable)")
 	fl.StringArrayVar(&p.connections, "connection", nil, "vault connection and its scopes, as name or name=scope1,scope2 (repeatable)")
 	fl.StringVar(&p.clientID, "client-id", "", "OAuth client the user tokens this agent presents must have been issued to")
@@ -44,6 +48,15 @@ func (p *policyFlags) apply(cmd *cobra.Command, pol *agents.Policy) error {
 	}
 	if fl.Changed("approval-audience") {
 		pol.ApprovalAudiences = p.approvalAudiences
+	}
+	if fl.Changed("approval-scope") {
+		pol.ApprovalScopes = p.approvalScopes
+	}
+	if fl.Changed("background-audience") {
+		pol.BackgroundAudiences = p.background
+	}
+	if fl.Changed("approver") {
+		pol.Approver = p.approver
 	}
 	if fl.Changed("collection") {
 		pol.Collections = p.collections
@@ -183,7 +196,7 @@ func newAgentCmd() *cobra.Command {
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
 			enc.SetEscapeHTML(false)
-			return enc.Encode(map[string]any{"agent": a, "revision": rev, "nats_permissions": agents.PermissionsFor(a.ID)})
+			return enc.Encode(map[string]any{"agent": a, "revision": rev, "nats_permissions": agents.PermissionsForAgent(a)})
 		}),
 	}
 	remove := &cobra.Command{

@@ -300,7 +300,7 @@ func (m *Main) builtinUsers() ([]*server.NkeyUser, error) {
 }
 
 func agentUser(a agents.Agent) *server.NkeyUser {
-	p := agents.PermissionsFor(a.ID)
+	p := agents.PermissionsForAgent(a)
 	return &server.NkeyUser{Nkey: a.NKey, Permissions: &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: p.Publish},
 		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
