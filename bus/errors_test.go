@@ -41,6 +41,8 @@ func TestClassifyTable(t *testing.T) {
 		{schemas.CodeExpiredToken, 400, Term},
 		{schemas.CodeInvalidGrant, 400, Term},
 		{schemas.CodeAlreadyDecided, 409, Term},
+		{schemas.CodeInvalidBindingMessage, 400, Term},
+		{schemas.CodeInvalidAuthorizationDetails, 400, Term},
 	} {
 		t.Run(string(tc.code), func(t *testing.T) {
 			t.Run("default message", func(t *testing.T) {
@@ -67,7 +69,7 @@ func TestClassifyTable(t *testing.T) {
 		})
 	}
 	// The cases above must cover the table; a new code needs a row here.
-	if got, want := len(table), 24; got != want {
+	if got, want := len(table), 26; got != want {
 		t.Errorf("the table has %d codes, the test %d: add the new code's row", got, want)
 	}
 }

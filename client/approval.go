@@ -113,7 +113,7 @@ func (c *Client) openApproval(t schemas.ApprovalToken) (*ApprovedToken, error) {
 // ErrApprovalDenied or ErrApprovalExpired otherwise.
 func (c *Client) WaitForApproval(ctx context.Context, authReqID string) (*ApprovedToken, error) {
 	var got schemas.ApprovalDecided
-	err := c.approvals.wait(ctx, c, func(e *event.Event) bool {
+	err := c.approvals.wait(ctx, c, authReqID, func(e *event.Event) bool {
 		var d schemas.ApprovalDecided
 		if e.Type() != schemas.TypeApprovalDecided || bus.DecodeData(e, &d) != nil || d.AuthReqID != authReqID {
 			return false
@@ -153,4 +153,15 @@ func (c *Client) Decide(ctx context.Context, userToken, authReqID string, approv
 		return nil, err
 	}
 	return &out, nil
+}
+
+// decisionKey is the auth_req_id a feed event answers.
+func decisionKey(e *event.Event) string {
+	var d struct {
+		AuthReqID string `json:"auth_req_id"`
+	}
+	if e.Type() != schemas.TypeApprovalDecided || json.Unmarshal(e.Data(), &d) != nil {
+		return ""
+	}
+	return d.AuthReqID
 }

@@ -142,11 +142,13 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	}
 	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, opener: opener,
 		links:     &feedWaiters{consumer: agents.LinksConsumer, filter: agents.LinksFilter},
-		approvals: &feedWaiters{consumer: agents.ApprovalsConsumer, filter: agents.ApprovalsFilter}}, nil
+		approvals: &feedWaiters{consumer: agents.ApprovalsConsumer, filter: agents.ApprovalsFilter, key: decisionKey}}, nil
 }
 
 // Close closes the connection.
 func (c *Client) Close() error {
+	c.links.close()
+	c.approvals.close()
 	c.nc.Close()
 	return nil
 }

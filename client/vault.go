@@ -106,7 +106,7 @@ func (c *Client) Disconnect(ctx context.Context, userToken, connection string) (
 // per agent.
 func (c *Client) WaitForConnection(ctx context.Context, ar *AuthorizationRequired) (*schemas.ConnectionEvent, error) {
 	var found schemas.ConnectionEvent
-	err := c.links.wait(ctx, c, func(e *event.Event) bool {
+	err := c.links.wait(ctx, c, "", func(e *event.Event) bool {
 		var ev schemas.ConnectionEvent
 		if bus.DecodeData(e, &ev) != nil || ev.Connection != ar.Connection {
 			return false

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -15,31 +14,41 @@ import (
 // feedWaiters dispatches the events of one durable consumer of the
 // agent's feed (one subject) to the waits of a Client that are looking
 // for them, and keeps recent events for a wait that starts a moment late.
-// The subscription runs while someone waits. Every event is
-// acknowledged: waiting is for this Client, not a queue.
+// The subscription starts with the first wait and runs until the Client
+// closes. Every event is acknowledged: waiting is for this Client, not a
+// queue.
 type feedWaiters struct {
 	consumer func(agent string) string // durable consumer name
 	filter   func(agent string) string // its subject
+	// key, when set, names the one request an event answers (an
+	// auth_req_id): waits by key find it without looking at the others.
+	key func(*event.Event) string
 
 	mu      sync.Mutex
 	waiters map[*feedWait]struct{}
-	recent  []*event.Event
+	recent  []*event.Event          // oldest first, at most maxRecent
+	byKey   map[string]*event.Event // the recent ones, by key
 	sub     *Subscription
 	cancel  context.CancelFunc
 }
 
 type feedWait struct {
+	key   string
 	match func(*event.Event) bool
 	found chan struct{}
 }
 
-// recentEvents is how long delivered events are kept for late waits.
-const recentEvents = 10 * time.Minute
+// Recent events are kept ten minutes, at most maxRecent of them.
+const (
+	recentEvents = 10 * time.Minute
+	maxRecent    = 1024
+)
 
-// wait blocks until an event for which match returns true arrives (or has
-// arrived recently), or ctx ends.
-func (f *feedWaiters) wait(ctx context.Context, c *Client, match func(*event.Event) bool) error {
-	w := &feedWait{match: match, found: make(chan struct{}, 1)}
+// wait blocks until an event arrives (or has arrived recently) that has
+// key (when key is not empty) and for which match returns true, or ctx
+// ends.
+func (f *feedWaiters) wait(ctx context.Context, c *Client, key string, match func(*event.Event) bool) error {
+	w := &feedWait{key: key, match: match, found: make(chan struct{}, 1)}
 	if err := f.add(ctx, c, w); err != nil {
 		return err
 	}
@@ -52,13 +61,31 @@ func (f *feedWaiters) wait(ctx context.Context, c *Client, match func(*event.Eve
 	}
 }
 
+func (w *feedWait) wants(key string, e *event.Event) bool {
+	return (w.key == "" || w.key == key) && w.match(e)
+}
+
+func (f *feedWaiters) keyOf(e *event.Event) string {
+	if f.key == nil {
+		return ""
+	}
+	return f.key(e)
+}
+
 func (f *feedWaiters) add(ctx context.Context, c *Client, w *feedWait) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, e := range f.recent {
-		if w.match(e) {
+	if w.key != "" {
+		if e, ok := f.byKey[w.key]; ok && w.match(e) {
 			w.found <- struct{}{}
 			return nil
+		}
+	} else {
+		for _, e := range f.recent {
+			if w.match(e) {
+				w.found <- struct{}{}
+				return nil
+			}
 		}
 	}
 	if f.waiters == nil {
@@ -87,13 +114,25 @@ func (f *feedWaiters) add(ctx context.Context, c *Client, w *feedWait) error {
 }
 
 func (f *feedWaiters) deliver(e *event.Event) {
+	key := f.keyOf(e)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.byKey == nil {
+		f.byKey = map[string]*event.Event{}
+	}
 	now := time.Now()
-	f.recent = slices.DeleteFunc(f.recent, func(x *event.Event) bool { return now.Sub(x.Time()) > recentEvents })
+	for len(f.recent) > 0 && (len(f.recent) >= maxRecent || now.Sub(f.recent[0].Time()) > recentEvents) {
+		if k := f.keyOf(f.recent[0]); k != "" && f.byKey[k] == f.recent[0] {
+			delete(f.byKey, k)
+		}
+		f.recent = f.recent[1:]
+	}
 	f.recent = append(f.recent, e)
+	if key != "" {
+		f.byKey[key] = e
+	}
 	for w := range f.waiters {
-		if w.match(e) {
+		if w.wants(key, e) {
 			select {
 			case w.found <- struct{}{}:
 			default:
@@ -102,14 +141,19 @@ func (f *feedWaiters) deliver(e *event.Event) {
 	}
 }
 
+// remove drops a wait; the subscription stays for the next one (it ends
+// with the Client), so a wait does not pay for creating a consumer.
 func (f *feedWaiters) remove(w *feedWait) {
 	f.mu.Lock()
 	delete(f.waiters, w)
-	var sub *Subscription
-	var cancel context.CancelFunc
-	if len(f.waiters) == 0 && f.sub != nil {
-		sub, cancel, f.sub, f.cancel = f.sub, f.cancel, nil, nil
-	}
+	f.mu.Unlock()
+}
+
+// close ends the subscription, if any.
+func (f *feedWaiters) close() {
+	f.mu.Lock()
+	sub, cancel := f.sub, f.cancel
+	f.sub, f.cancel = nil, nil
 	f.mu.Unlock()
 	if sub != nil {
 		sub.Stop()

@@ -42,6 +42,9 @@ const (
 	CodeExpiredToken         ErrorCode = "expired_token"
 	CodeInvalidGrant         ErrorCode = "invalid_grant"
 	CodeAlreadyDecided       ErrorCode = "already_decided"
+	// Refusals of an approval request's content (SECURITY.md).
+	CodeInvalidBindingMessage       ErrorCode = "invalid_binding_message"
+	CodeInvalidAuthorizationDetails ErrorCode = "invalid_authorization_details"
 )
 
 // ErrorData is the data of an error reply (type ErrorType).

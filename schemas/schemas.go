@@ -98,6 +98,9 @@ var Operations = []Op{
 	OpVaultConnect,
 	OpVaultConnections,
 	OpVaultDisconnect,
+	OpApprovalRequest,
+	OpApprovalStatus,
+	OpApprovalDecide,
 }
 
 // SealAlg names the sealing of secrets to an agent: X25519 key agreement

@@ -112,6 +112,7 @@ var scenarios = []scenario{
 	{name: "jwt.verify", limit: "cached verify", setup: setupJWTVerify},
 	{name: "vault.token", limit: "nats echo", setup: withEcho(vaultTokenOps), ops: vaultTokenOps},
 	{name: "vault.refresh", limit: "provider call", setup: setupVaultRefresh},
+	{name: "approval.e2e", limit: "jetstream publish", setup: setupApprovalE2E},
 	// vault.scale is opt-in (--scenario vault.scale): it stores
 	// --scale-records connections first.
 	{name: "vault.scale", limit: "lookup@10k", optIn: true},

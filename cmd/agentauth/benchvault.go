@@ -34,8 +34,9 @@ const (
 
 // benchPolicy is the bench agent's policy.
 var benchPolicy = agents.Policy{
-	Audiences:   []string{benchAudience},
-	Connections: []agents.ConnectionGrant{{Connection: demoConnection}, {Connection: benchRefreshConnection}},
+	Audiences:         []string{benchAudience},
+	Connections:       []agents.ConnectionGrant{{Connection: demoConnection}, {Connection: benchRefreshConnection}},
+	ApprovalAudiences: []string{benchApprovalAudience},
 }
 
 // benchProvider is a minimal OAuth token endpoint: every refresh answers

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/approval"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/bus/natsembed"
 	"github.com/agentauth/agentauth/handlers"
@@ -46,15 +47,20 @@ type Main struct {
 	Instance string
 	Registry *prometheus.Registry
 
-	ns            *natsembed.Server
-	minter        *minterHolder
-	cache         *agentCache
-	verifier      handlers.TokenVerifier
-	userOK        bool
-	devIdP        http.Handler
-	login         *handlers.Login
-	user          *handlers.User
-	vault         *vault.Service
+	ns       *natsembed.Server
+	minter   *minterHolder
+	cache    *agentCache
+	verifier handlers.TokenVerifier
+	userOK   bool
+	devIdP   http.Handler
+	login    *handlers.Login
+	user     *handlers.User
+	vault    *vault.Service
+	approval *approval.Service
+	inbox    *handlers.Inbox
+	// defaultIssuer is the first configured issuer: the one a login_hint
+	// names a subject at.
+	defaultIssuer string
 	vaultStore    *vault.Store
 	connectSecret string // the development provider's secret for the demo connection
 	nc            *nats.Conn
@@ -218,6 +224,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.setupVault(sctx, bg); err != nil {
 		return err
 	}
+	if err := m.setupApproval(sctx, bg); err != nil {
+		return err
+	}
 
 	validator, err := schemas.NewValidator()
 	if err != nil {
@@ -248,6 +257,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.registerVault(); err != nil {
+		return err
+	}
+	if err := m.registerApproval(); err != nil {
 		return err
 	}
 
@@ -380,7 +392,7 @@ func (m *Main) Agents() *bus.AgentStore { return m.agents }
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() schemas.Capabilities {
-	return schemas.Capabilities{Sys: true, User: m.userOK, Vault: m.userOK && m.vault != nil}
+	return schemas.Capabilities{Sys: true, User: m.userOK, Vault: m.userOK && m.vault != nil, Approval: m.userOK && m.approval != nil}
 }
 
 // PublicURL is the base URL of the HTTP edge as clients reach it: the
@@ -423,6 +435,9 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 		// they cannot be told apart (docs/NOTES.md).
 		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
 	}
+	if len(issuers) > 0 {
+		m.defaultIssuer = issuers[0].Issuer
+	}
 	if len(issuers) == 0 {
 		m.verifier = noVerifier{}
 		m.Log.Warn("no OpenID Connect issuer configured: user.whoami and user.exchange answer 'unavailable' (set --oidc-issuers)")
@@ -451,6 +466,12 @@ func (m *Main) routes() map[string]http.HandlerFunc {
 		}
 		if m.vault != nil {
 			for k, v := range (&handlers.Connect{Login: m.login, Service: m.vault}).Routes() {
+				r[k] = v
+			}
+		}
+		if m.approval != nil {
+			m.inbox = &handlers.Inbox{Login: m.login, Service: m.approval, Notifications: bus.Notifications{JS: m.js, Log: m.Log}, Log: m.Log}
+			for k, v := range m.inbox.Routes() {
 				r[k] = v
 			}
 		}
@@ -518,6 +539,9 @@ func (m *Main) close(ctx context.Context) error {
 		if err := m.srv.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if m.inbox != nil {
+		m.inbox.Shutdown() // ends the live event streams, which Shutdown would wait for
 	}
 	if m.httpSrv != nil {
 		if err := m.httpSrv.Shutdown(ctx); err != nil {

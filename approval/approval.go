@@ -1,0 +1,193 @@
+// Package approval is agentauth's asynchronous authorization (OpenID CIBA
+// semantics): an agent asks a person to approve an action, the person's
+// approval apps are notified, the person approves or denies exactly once,
+// and only on approval is a token minted, scoped to that action and sealed
+// to the agent. State lives behind Store (JetStream KV in production), so
+// that decisions are compare-and-set across instances and expiry survives
+// restarts.
+package approval
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// Limits.
+const (
+	// MaxBindingMessage is the longest binding message, in characters.
+	MaxBindingMessage = 64
+	// MaxComment is the longest decision comment, in characters.
+	MaxComment = 256
+	// DefaultExpiry applies when a request names none.
+	DefaultExpiry = 300 * time.Second
+	// MaxExpiry is the longest requested_expiry.
+	MaxExpiry = 3600 * time.Second
+	// DefaultInterval is the polling interval in seconds; each slow_down
+	// raises a request's interval by IntervalStep for good.
+	DefaultInterval = 5
+	IntervalStep    = 5
+)
+
+// UserRef names a person: subject at issuer.
+type UserRef struct {
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
+}
+
+// Key is the person's opaque, fixed-length key (the same as the vault's):
+// SHA-256 of issuer, a zero byte and subject, base64url (43 characters).
+// Notification subjects use it.
+func (u UserRef) Key() string {
+	h := sha256.New()
+	h.Write([]byte(u.Issuer))
+	h.Write([]byte{0})
+	h.Write([]byte(u.Subject))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// Request is one approval request as stored (JSON). It holds no secret
+// except the token, which is sealed so that only the agent can open it.
+type Request struct {
+	// ID is the auth_req_id: 32 random bytes, base64url (43 characters).
+	ID             string   `json:"id"`
+	Agent          string   `json:"agent"`
+	User           UserRef  `json:"user"`
+	BindingMessage string   `json:"binding_message"`
+	Audience       string   `json:"audience"`
+	Scopes         []string `json:"scopes"`
+	// AuthorizationDetails are in canonical form once checked (members
+	// sorted, no spaces): the same bytes are stored, shown to the person
+	// and put in the token.
+	AuthorizationDetails []json.RawMessage `json:"authorization_details,omitempty"`
+	Created              time.Time         `json:"created"`
+	Expires              time.Time         `json:"expires"`
+	// Interval is the polling interval in seconds: DefaultInterval, raised
+	// by IntervalStep on each slow_down and kept.
+	Interval int       `json:"interval"`
+	LastPoll time.Time `json:"last_poll,omitzero"`
+	// State is schemas.ApprovalPending, Approved, Denied or Expired.
+	State     string    `json:"state"`
+	DecidedAt time.Time `json:"decided_at,omitzero"` // or expired at
+	DecidedBy string    `json:"decided_by,omitempty"`
+	Comment   string    `json:"comment,omitempty"`
+	// Token is minted on approval, sealed to the agent.
+	Token *schemas.ApprovalToken `json:"token,omitempty"`
+	// Redeemed: Status has handed the token out (once).
+	Redeemed bool `json:"redeemed"`
+	// EventID is the CloudEvent id of the request: a retry with the same
+	// id is the same request.
+	EventID string `json:"event_id"`
+	// NotAfter is the expiry of the user token the agent presented, if
+	// any; the minted token does not outlive it.
+	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// Store keeps requests with compare-and-set. Implementations:
+// bus.ApprovalStore (JetStream KV). All methods are safe for concurrent
+// use, also from several agentauth instances.
+type Store interface {
+	// Create stores a new request. If the agent already used r.EventID,
+	// it stores nothing and returns the stored request and ErrDuplicate.
+	// For each (agent, event id) exactly one call returns a nil error.
+	Create(ctx context.Context, r Request) (Request, error)
+	// Get returns a request and its revision; ErrNotFound.
+	Get(ctx context.Context, id string) (Request, uint64, error)
+	// Update replaces a request if its revision is still revision and
+	// returns the new revision; ErrConflict when it moved.
+	Update(ctx context.Context, r Request, revision uint64) (uint64, error)
+	// Watch calls fn, from one goroutine, with every request as stored
+	// now and then as it changes, until ctx ends (it returns nil then) or
+	// the watch fails.
+	Watch(ctx context.Context, fn func(Request)) error
+	// List returns every stored request (operators; O(n)).
+	List(ctx context.Context) ([]Request, error)
+}
+
+// NewRequest is an agent's request for approval, authenticated by the
+// caller.
+type NewRequest struct {
+	Agent agents.Agent
+	User  UserRef
+	// Background: the person was named by login_hint, without their token.
+	Background bool
+	// UserTokenExpiry is the expiry of the user token presented, if any.
+	UserTokenExpiry time.Time
+	// EventID is the CloudEvent id of the request (idempotency key).
+	EventID string
+	Data    schemas.ApprovalRequestData
+}
+
+// Decision is a person's decision, sent by an approval app with their own
+// token.
+type Decision struct {
+	ID      string
+	User    UserRef // from the person's verified token, never the payload
+	Approve bool
+	Comment string
+	By      string // the approval app's principal id, or "web"
+}
+
+// newID returns an auth_req_id: 256 bits from crypto/rand, base64url.
+func newID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go ≥ 1.24)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// ValidBindingMessage checks a binding message: required, at most
+// MaxBindingMessage characters, valid UTF-8, and only graphic characters
+// (letters, marks, numbers, punctuation, symbols, spaces) — no control
+// characters (newline, tab, …), no format characters (bidi controls such
+// as U+202E, zero-width characters such as U+200B and U+FEFF), no line or
+// paragraph separators, no private-use or unassigned code points.
+func ValidBindingMessage(m string) error {
+	if err := printable(schemas.CodeInvalidBindingMessage, "binding_message", m, MaxBindingMessage); err != nil {
+		return err
+	}
+	if len(m) == 0 || isBlank(m) {
+		return errorf(schemas.CodeInvalidBindingMessage, "binding_message is required: a short text the person recognises (at most %d characters)", MaxBindingMessage)
+	}
+	return nil
+}
+
+// printable checks that s is at most max characters of graphic text; its
+// errors carry code.
+func printable(code schemas.ErrorCode, field, s string, max int) error {
+	if len(s) > utf8.UTFMax*max {
+		return errorf(code, "%s is too long: at most %d characters are allowed", field, max)
+	}
+	n := 0
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size <= 1 {
+				return errorf(code, "%s is not valid UTF-8", field)
+			}
+		}
+		if !unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r) {
+			return errorf(code, "%s may hold only printable characters: %U at character %d is a control, format (bidi, zero-width) or separator character", field, r, n+1)
+		}
+		n++
+	}
+	if n > max {
+		return errorf(code, "%s has %d characters; at most %d are allowed", field, n, max)
+	}
+	return nil
+}
+
+func isBlank(s string) bool {
+	for _, r := range s {
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}

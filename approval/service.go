@@ -1,0 +1,566 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/identity"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// Events is where approvals report: the person's notifications, the
+// agent's durable feed and the audit stream.
+type Events interface {
+	// Notify stores a notification for the person's approval apps
+	// (agentauth.notify.<userKey>.approval.<verb>) and returns once
+	// JetStream has acknowledged it.
+	Notify(ctx context.Context, userKey, verb, typ string, data schemas.ApprovalNotification) error
+	// Feed stores an event on the agent's feed
+	// (agentauth.events.<agent>.approval.<verb>) and returns once
+	// JetStream has acknowledged it.
+	Feed(ctx context.Context, agent, verb, typ string, data schemas.ApprovalDecided) error
+	// Audit records an audit event (agentauth.audit.approval.<object>.<verb>).
+	Audit(object, verb string, a schemas.AuditApproval)
+}
+
+// Minter mints the delegated token of an approval (identity.Minter).
+type Minter interface {
+	Mint(identity.Grant) (identity.Minted, error)
+}
+
+// Sealer seals a token to an agent (agents.Sealer).
+type Sealer interface {
+	Seal(a agents.Agent, plaintext []byte) (schemas.Sealed, error)
+}
+
+// AgentLookup finds the requesting agent at decision time, to seal the
+// token to its current key.
+type AgentLookup interface {
+	Agent(ctx context.Context, id string) (agents.Agent, error)
+}
+
+// Service runs approval requests. Its methods are safe for concurrent use,
+// also by several instances sharing one Store: every state change is a
+// compare-and-set on the stored request.
+type Service struct {
+	Store  Store
+	Events Events
+	Minter Minter
+	Sealer Sealer
+	Agents AgentLookup
+	// Types checks authorization details; nil refuses every detail.
+	Types    *TypeRegistry
+	TokenTTL time.Duration // lifetime of minted tokens; default 5 min
+	Now      func() time.Time
+	Log      *slog.Logger
+}
+
+// maxCAS bounds the read-modify-write rounds of one operation: conflicts
+// come from a few concurrent pollers and deciders, not from a crowd.
+const maxCAS = 16
+
+// pollWriteGap bounds the writes polls make: at most one per request per
+// gap (a faster poll gets slow_down without changing the record).
+const pollWriteGap = time.Second
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+func (s *Service) tokenTTL() time.Duration {
+	if s.TokenTTL > 0 {
+		return s.TokenTTL
+	}
+	return 5 * time.Minute
+}
+
+// Request checks n against the agent's policy, stores the request, and
+// notifies the person. The request is in the Store before Request returns.
+// A retry with the same event id returns the stored request and notifies
+// nobody again. Errors are *Error: schema_violation for bad input, denied
+// for what the policy does not allow, unavailable when the store fails.
+// A failed notification is logged (and not audited as notified) but does
+// not fail the request: it is stored, and Pending lists it for the
+// person's apps when they load.
+func (s *Service) Request(ctx context.Context, n NewRequest) (Request, error) {
+	d, p := n.Data, n.Agent.Policy
+	if err := ValidBindingMessage(d.BindingMessage); err != nil {
+		return Request{}, err
+	}
+	if d.Audience == "" {
+		return Request{}, errorf(schemas.CodeSchemaViolation, "audience is required: the API the approved token is for")
+	}
+	if !slices.Contains(p.ApprovalAudiences, d.Audience) {
+		return Request{}, errorf(schemas.CodeDenied, "agent %s may not ask for approvals for audience %q (its policy's approval_audiences)", n.Agent.ID, d.Audience)
+	}
+	for _, sc := range d.Scopes {
+		if !slices.Contains(p.ApprovalScopes, sc) {
+			return Request{}, errorf(schemas.CodeDenied, "agent %s may not ask for scope %q in approvals (its policy's approval_scopes)", n.Agent.ID, sc)
+		}
+	}
+	if n.Background && !slices.Contains(p.BackgroundAudiences, d.Audience) {
+		return Request{}, errorf(schemas.CodeDenied, "agent %s may not name the person by login_hint for audience %q: present the person's token (or add the audience to background_audiences)", n.Agent.ID, d.Audience)
+	}
+	expiry := DefaultExpiry
+	if d.RequestedExpiry != 0 {
+		expiry = time.Duration(d.RequestedExpiry) * time.Second
+		if d.RequestedExpiry < 1 || expiry > MaxExpiry {
+			return Request{}, errorf(schemas.CodeSchemaViolation, "requested_expiry %d is out of range: give 1 to %d seconds, or omit it for %d", d.RequestedExpiry, int(MaxExpiry/time.Second), int(DefaultExpiry/time.Second))
+		}
+	}
+	details, err := s.Types.Check(d.AuthorizationDetails)
+	if err != nil {
+		return Request{}, err
+	}
+	if n.User.Issuer == "" || n.User.Subject == "" {
+		return Request{}, errorf(schemas.CodeSchemaViolation, "the person is not named: present their token or a login_hint")
+	}
+	if n.EventID == "" {
+		return Request{}, errorf(schemas.CodeSchemaViolation, "the request event has no id")
+	}
+	now := s.now()
+	r := Request{
+		ID: newID(), Agent: n.Agent.ID, User: n.User, BindingMessage: d.BindingMessage,
+		Audience: d.Audience, Scopes: slices.Clone(d.Scopes), AuthorizationDetails: details,
+		Created: now, Expires: now.Add(expiry), Interval: DefaultInterval,
+		State: schemas.ApprovalPending, EventID: n.EventID,
+	}
+	if r.Scopes == nil {
+		r.Scopes = []string{}
+	}
+	if !n.UserTokenExpiry.IsZero() {
+		r.NotAfter = n.UserTokenExpiry.UTC()
+	}
+	stored, err := s.Store.Create(ctx, r)
+	if errors.Is(err, ErrDuplicate) {
+		return stored, nil
+	}
+	if err != nil {
+		return Request{}, unavailable("request", err)
+	}
+	s.audit("request", "requested", stored, nil)
+	if err := s.Events.Notify(ctx, stored.User.Key(), "requested", schemas.TypeApprovalRequested, notification(stored)); err != nil {
+		s.log().Error("approval request stored but the person's apps were not notified", "auth_req_id_fp", schemas.Fingerprint(stored.ID), "agent", stored.Agent, "error", err)
+		return stored, nil
+	}
+	s.audit("request", "notified", stored, nil)
+	return stored, nil
+}
+
+// Decide records the person's decision, exactly once per request: the
+// first decision to win the compare-and-set stands, any other gets
+// already_decided. On approval one token is minted and sealed to the
+// agent before the write, and stored with the decision; a decider that
+// loses the write discards its token unused, so at most one token per
+// request is ever stored or handed out. Errors are *Error: not_found,
+// forbidden (another person, or the agent itself), already_decided,
+// expired_token, schema_violation (comment), unavailable.
+func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
+	if err := printable(schemas.CodeSchemaViolation, "comment", d.Comment, MaxComment); err != nil {
+		return Request{}, err
+	}
+	r, rev, err := s.Store.Get(ctx, d.ID)
+	if errors.Is(err, ErrNotFound) {
+		return Request{}, errorf(schemas.CodeNotFound, "no approval request with that auth_req_id")
+	}
+	if err != nil {
+		return Request{}, unavailable("decide", err)
+	}
+	if r.User != d.User {
+		return Request{}, errorf(schemas.CodeForbidden, "only the person the request names can decide it")
+	}
+	if d.By == r.Agent {
+		return Request{}, errorf(schemas.CodeForbidden, "an agent cannot decide its own approval request")
+	}
+	var minted *identity.Minted
+	var token *schemas.ApprovalToken
+	for range maxCAS {
+		if r.State != schemas.ApprovalPending {
+			return Request{}, alreadyDecided(r)
+		}
+		now := s.now()
+		if !now.Before(r.Expires) {
+			s.expire(ctx, r, rev)
+			return Request{}, errorf(schemas.CodeExpiredToken, "the approval request expired before the decision")
+		}
+		if d.Approve && token == nil {
+			m, t, err := s.mint(ctx, r)
+			if err != nil {
+				return Request{}, err
+			}
+			minted, token = &m, t
+		}
+		next := r
+		next.DecidedAt, next.DecidedBy, next.Comment = now, d.By, d.Comment
+		next.State = schemas.ApprovalDenied
+		if d.Approve {
+			next.State, next.Token = schemas.ApprovalApproved, token
+		}
+		_, err := s.Store.Update(ctx, next, rev)
+		if err == nil {
+			if minted != nil {
+				s.audit("token", "minted", next, minted)
+			}
+			s.announce(ctx, next)
+			return next, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return Request{}, unavailable("decide", err)
+		}
+		// Someone decided, or a poll moved the revision: read it again.
+		if r, rev, err = s.Store.Get(ctx, d.ID); err != nil {
+			return Request{}, unavailable("decide", err)
+		}
+	}
+	return Request{}, errorf(schemas.CodeUnavailable, "the approval request is changing too often; try again")
+}
+
+// mint mints and seals the token of an approval.
+func (s *Service) mint(ctx context.Context, r Request) (identity.Minted, *schemas.ApprovalToken, error) {
+	a, err := s.Agents.Agent(ctx, r.Agent)
+	if agents.IsNotFound(err) {
+		return identity.Minted{}, nil, &Error{Code: schemas.CodeInternal, Msg: "the requesting agent is no longer registered; the approval cannot be delivered", Err: err}
+	}
+	if err != nil {
+		return identity.Minted{}, nil, unavailable("decide", err)
+	}
+	var details any
+	if len(r.AuthorizationDetails) > 0 {
+		details = r.AuthorizationDetails
+	}
+	m, err := s.Minter.Mint(identity.Grant{
+		Subject: r.User.Subject, Actor: r.Agent, Audience: r.Audience, Scopes: r.Scopes,
+		TTL: s.tokenTTL(), NotAfter: notAfter(r), AuthorizationDetails: details,
+	})
+	if err != nil {
+		if !r.NotAfter.IsZero() && !s.now().Before(r.NotAfter) {
+			return identity.Minted{}, nil, &Error{Code: schemas.CodeExpiredToken, Msg: "the user token the agent presented has expired; the agent must ask again", Err: err}
+		}
+		return identity.Minted{}, nil, &Error{Code: schemas.CodeInternal, Msg: "the token could not be minted", Err: err}
+	}
+	sealed, err := s.Sealer.Seal(a, []byte(m.Token))
+	if err != nil {
+		return identity.Minted{}, nil, &Error{Code: schemas.CodeInternal, Msg: "the token could not be sealed to the agent", Err: err}
+	}
+	t := &schemas.ApprovalToken{
+		TokenType: "Bearer", ExpiresIn: int64(m.Expiry.Sub(s.now()) / time.Second), ExpiresAt: m.Expiry.UTC(),
+		Audience: m.Audience, Scopes: m.Scopes, AuthorizationDetails: r.AuthorizationDetails,
+		JTI: m.JTI, Fingerprint: m.Fingerprint, SealedToken: sealed,
+	}
+	return m, t, nil
+}
+
+// notAfter caps the token (SECURITY.md): the user token's expiry, when
+// the agent presented one, and the approval's own expiry.
+func notAfter(r Request) time.Time {
+	if !r.NotAfter.IsZero() && r.NotAfter.Before(r.Expires) {
+		return r.NotAfter
+	}
+	return r.Expires
+}
+
+func alreadyDecided(r Request) *Error {
+	if r.State == schemas.ApprovalExpired {
+		return errorf(schemas.CodeAlreadyDecided, "the approval request already expired")
+	}
+	return errorf(schemas.CodeAlreadyDecided, "the approval request was already decided: %s", r.State)
+}
+
+// Status is the agent's poll (CIBA): the approved request with its token,
+// once; otherwise an *Error with CIBA's code — authorization_pending or
+// slow_down (with RetryAfter, the interval to keep), access_denied,
+// expired_token, or invalid_grant for an unknown id, another agent's, or
+// one already redeemed. A poll sooner than the interval after the last
+// one raises the stored interval by IntervalStep; polls less than a
+// second apart are answered slow_down without a write.
+func (s *Service) Status(ctx context.Context, agent agents.Agent, id string) (Request, error) {
+	for range maxCAS {
+		r, rev, err := s.Store.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) || (err == nil && r.Agent != agent.ID) {
+			return Request{}, errorf(schemas.CodeInvalidGrant, "unknown auth_req_id")
+		}
+		if err != nil {
+			return Request{}, unavailable("status", err)
+		}
+		now := s.now()
+		switch r.State {
+		case schemas.ApprovalPending:
+			if !now.Before(r.Expires) {
+				s.expire(ctx, r, rev)
+				return Request{}, errorf(schemas.CodeExpiredToken, "the approval request expired before the person decided")
+			}
+			since := now.Sub(r.LastPoll)
+			tooFast := !r.LastPoll.IsZero() && since < time.Duration(r.Interval)*time.Second
+			if tooFast && since < pollWriteGap {
+				// Hammering: answer without writing, so that polls
+				// cannot crowd out a decision's compare-and-set.
+				return Request{}, &Error{Code: schemas.CodeSlowDown, Msg: "polling too fast: wait the interval between polls",
+					RetryAfter: time.Duration(r.Interval+IntervalStep) * time.Second}
+			}
+			next := r
+			next.LastPoll = now
+			if tooFast {
+				next.Interval += IntervalStep
+			}
+			_, err := s.Store.Update(ctx, next, rev)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			wait := time.Duration(next.Interval) * time.Second
+			if tooFast {
+				if err != nil {
+					return Request{}, unavailable("status", err)
+				}
+				return Request{}, &Error{Code: schemas.CodeSlowDown, Msg: "polling too fast: wait the interval between polls", RetryAfter: wait}
+			}
+			if err != nil { // the poll time is best effort
+				s.log().Warn("approval poll time not recorded", "agent", r.Agent, "error", err)
+			}
+			return Request{}, &Error{Code: schemas.CodeAuthorizationPending, Msg: "the person has not decided yet", RetryAfter: wait}
+		case schemas.ApprovalDenied:
+			return Request{}, errorf(schemas.CodeAccessDenied, "the person denied the request")
+		case schemas.ApprovalExpired:
+			return Request{}, errorf(schemas.CodeExpiredToken, "the approval request expired before the person decided")
+		case schemas.ApprovalApproved:
+			if r.Redeemed {
+				return Request{}, errorf(schemas.CodeInvalidGrant, "the auth_req_id was already redeemed")
+			}
+			next := r
+			next.Redeemed = true
+			_, err := s.Store.Update(ctx, next, rev)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return Request{}, unavailable("status", err)
+			}
+			s.audit("request", "redeemed", next, nil)
+			return next, nil
+		default:
+			return Request{}, &Error{Code: schemas.CodeInternal, Msg: "the approval request is in an unknown state"}
+		}
+	}
+	return Request{}, errorf(schemas.CodeUnavailable, "the approval request is changing too often; try again")
+}
+
+// Get returns a request; not_found.
+func (s *Service) Get(ctx context.Context, id string) (Request, error) {
+	r, _, err := s.Store.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Request{}, errorf(schemas.CodeNotFound, "no approval request with that auth_req_id")
+	}
+	if err != nil {
+		return Request{}, unavailable("get", err)
+	}
+	return r, nil
+}
+
+// Pending returns the person's pending, unexpired requests, oldest first.
+func (s *Service) Pending(ctx context.Context, u UserRef) ([]Request, error) {
+	all, err := s.Store.List(ctx)
+	if err != nil {
+		return nil, unavailable("list", err)
+	}
+	now := s.now()
+	var out []Request
+	for _, r := range all {
+		if r.User == u && r.State == schemas.ApprovalPending && now.Before(r.Expires) {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// expire moves a pending request past its expiry to expired. Of all the
+// callers racing on it (pollers, deciders, every instance's Run) the one
+// whose compare-and-set wins reports it; the others do nothing.
+func (s *Service) expire(ctx context.Context, r Request, rev uint64) {
+	for range maxCAS {
+		if r.State != schemas.ApprovalPending || s.now().Before(r.Expires) {
+			return
+		}
+		next := r
+		next.State, next.DecidedAt = schemas.ApprovalExpired, s.now()
+		_, err := s.Store.Update(ctx, next, rev)
+		if err == nil {
+			s.announce(ctx, next)
+			return
+		}
+		if !errors.Is(err, ErrConflict) {
+			s.log().Warn("approval expiry not recorded; it will be retried", "agent", r.Agent, "error", err)
+			return
+		}
+		if r, rev, err = s.Store.Get(ctx, r.ID); err != nil {
+			return
+		}
+	}
+}
+
+// announce reports a decision (or expiry) that was just stored: audit,
+// the agent's feed, the person's apps. Failures are logged: the decision
+// stands and Status reports it.
+func (s *Service) announce(ctx context.Context, r Request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	s.audit("request", r.State, r, nil)
+	fe := schemas.ApprovalDecided{AuthReqID: r.ID, Status: r.State, Comment: r.Comment, Token: r.Token}
+	if err := s.Events.Feed(ctx, r.Agent, "decided", schemas.TypeApprovalDecided, fe); err != nil {
+		s.log().Error("approval decision not delivered on the agent's feed (it can still poll)", "agent", r.Agent, "status", r.State, "error", err)
+	}
+	if err := s.Events.Notify(ctx, r.User.Key(), "resolved", schemas.TypeApprovalResolved, notification(r)); err != nil {
+		s.log().Error("approval resolution not delivered to the person's apps", "agent", r.Agent, "status", r.State, "error", err)
+	}
+}
+
+func notification(r Request) schemas.ApprovalNotification {
+	return schemas.ApprovalNotification{
+		AuthReqID: r.ID, Agent: r.Agent, Subject: r.User.Subject, Issuer: r.User.Issuer,
+		BindingMessage: r.BindingMessage, Audience: r.Audience, Scopes: r.Scopes,
+		AuthorizationDetails: r.AuthorizationDetails, ExpiresAt: r.Expires, Status: r.State,
+	}
+}
+
+func (s *Service) audit(object, verb string, r Request, m *identity.Minted) {
+	a := schemas.AuditApproval{
+		Event: verb, AuthReqID: r.ID, Agent: r.Agent, Subject: r.User.Subject, Issuer: r.User.Issuer,
+		Audience: r.Audience, Scopes: r.Scopes, DecidedBy: r.DecidedBy, ExpiresAt: r.Expires, RequestID: r.EventID,
+	}
+	if verb == "requested" {
+		a.BindingMessage = r.BindingMessage
+	}
+	if r.Token != nil { // approved, redeemed: which token
+		a.Fingerprint, a.JTI = r.Token.Fingerprint, r.Token.JTI
+	}
+	if m != nil {
+		a.Event = object + "." + verb
+		a.Fingerprint, a.JTI, a.ExpiresAt = m.Fingerprint, m.JTI, m.Expiry
+	}
+	s.Events.Audit(object, verb, a)
+}
+
+// Run enforces expiry until ctx ends: it watches the store and keeps a
+// timer per pending request; when one fires, the request is expired (once,
+// whichever instance wins) and the agent and the person are told. The
+// watch starts with every stored request, so expiry survives restarts and
+// requests made on other instances. A failed watch is restarted with
+// backoff. Run returns nil when ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	e := &expirer{s: s, ctx: ctx, timers: map[string]*time.Timer{}, sem: make(chan struct{}, 16)}
+	defer e.stop()
+	const first = 250 * time.Millisecond
+	backoff := first
+	for {
+		began := time.Now()
+		err := s.Store.Watch(ctx, e.seen)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(began) > time.Minute { // it worked for a while
+			backoff = first
+		}
+		s.log().Warn("approval expiry: the store watch ended; watching again", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// expirer keeps Run's timers.
+type expirer struct {
+	s      *Service
+	ctx    context.Context
+	mu     sync.Mutex
+	timers map[string]*time.Timer // pending requests by id
+	wg     sync.WaitGroup         // timers that fired and still run
+	sem    chan struct{}          // bounds concurrent expiries
+}
+
+// seen (re)schedules r's expiry, or drops it once r is no longer pending.
+func (e *expirer) seen(r Request) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t := e.timers[r.ID]; t != nil {
+		t.Stop()
+		delete(e.timers, r.ID)
+	}
+	if r.State != schemas.ApprovalPending || e.ctx.Err() != nil {
+		return
+	}
+	e.schedule(r.ID, r.Expires.Sub(e.s.now()))
+}
+
+// schedule arms id's timer; e.mu is held.
+func (e *expirer) schedule(id string, d time.Duration) {
+	var t *time.Timer
+	t = time.AfterFunc(max(d, 0), func() {
+		e.mu.Lock()
+		if e.timers[id] != t { // replaced or stopped meanwhile
+			e.mu.Unlock()
+			return
+		}
+		delete(e.timers, id)
+		e.wg.Add(1)
+		e.mu.Unlock()
+		defer e.wg.Done()
+		e.fire(id)
+	})
+	e.timers[id] = t
+}
+
+func (e *expirer) fire(id string) {
+	select {
+	case e.sem <- struct{}{}:
+		defer func() { <-e.sem }()
+	case <-e.ctx.Done():
+		return
+	}
+	r, rev, err := e.s.Store.Get(e.ctx, id)
+	if err != nil || r.State != schemas.ApprovalPending {
+		return
+	}
+	if left := r.Expires.Sub(e.s.now()); left > 0 { // clocks disagree a little
+		e.mu.Lock()
+		if _, ok := e.timers[id]; !ok && e.ctx.Err() == nil {
+			e.schedule(id, left)
+		}
+		e.mu.Unlock()
+		return
+	}
+	e.s.expire(e.ctx, r, rev)
+}
+
+// stop cancels every timer and waits for those that fired.
+func (e *expirer) stop() {
+	e.mu.Lock()
+	for id, t := range e.timers {
+		t.Stop()
+		delete(e.timers, id)
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}

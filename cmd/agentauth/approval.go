@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/approval"
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/handlers"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// approvalsApp is the development approval app (`agentauth approvals`):
+// a principal whose policy says approver, its credentials in the data dir.
+const approvalsApp = "approvals"
+
+// setupApproval opens the approvals store and starts expiry enforcement.
+func (m *Main) setupApproval(ctx, bg context.Context) error {
+	store, err := bus.NewApprovalStore(ctx, m.js, m.Config.StreamReplicas)
+	if err != nil {
+		return err
+	}
+	types, err := approval.NewTypeRegistry(approval.DefaultTypes())
+	if err != nil {
+		return err
+	}
+	m.approval = &approval.Service{
+		Store:  store,
+		Events: &approvalEvents{m: m, pub: bus.NewPublisher(m.js, m.metrics)},
+		Minter: m.minter,
+		Sealer: m.sealer,
+		Agents: m.cache,
+		Types:  types,
+		Log:    m.Log,
+	}
+	go func() {
+		if err := m.approval.Run(bg); err != nil && bg.Err() == nil {
+			m.Log.Error("approval expiry enforcement stopped", "error", err)
+		}
+	}()
+	if m.Embedded() {
+		return m.ensureApprovalsApp(ctx)
+	}
+	return nil
+}
+
+// ensureApprovalsApp registers the development approval app on first
+// start and keeps its credentials in the data dir for `agentauth approvals`.
+func (m *Main) ensureApprovalsApp(ctx context.Context) error {
+	path := keyPath(m.Config.DataDir, approvalsApp+".agent.json")
+	creds, err := readCredentials(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, creds, err = agents.New(approvalsApp, agents.Policy{Approver: true}, time.Now()); err != nil {
+			return err
+		}
+		if err := writeCredentials(path, creds); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	a, err := agents.FromCredentials(creds, agents.Policy{Approver: true}, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := m.agents.Create(ctx, a); err != nil && !errors.Is(err, agents.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+func (m *Main) registerApproval() error {
+	h := &handlers.Approval{User: m.user, Service: m.approval, DefaultIssuer: m.defaultIssuer}
+	for op, hf := range map[*schemas.Op]func() bus.Handler{
+		&schemas.OpApprovalRequest: h.Request, &schemas.OpApprovalStatus: h.Status, &schemas.OpApprovalDecide: h.Decide,
+	} {
+		if err := m.srv.Handle(*op, hf()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// approvalEvents publishes notifications, feed events and audit records.
+type approvalEvents struct {
+	m   *Main
+	pub *bus.Publisher
+}
+
+func (e *approvalEvents) publish(ctx context.Context, subject, typ string, data any) error {
+	ev, err := bus.NewEvent(typ, data)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err = e.pub.Publish(ctx, subject, ev)
+	return err
+}
+
+func (e *approvalEvents) Notify(ctx context.Context, userKey, verb, typ string, n schemas.ApprovalNotification) error {
+	return e.publish(ctx, schemas.NotifySubject(userKey)+".approval."+verb, typ, n)
+}
+
+func (e *approvalEvents) Feed(ctx context.Context, agent, verb, typ string, d schemas.ApprovalDecided) error {
+	return e.publish(ctx, schemas.EventsSubject(agent)+".approval."+verb, typ, d)
+}
+
+func (e *approvalEvents) Audit(object, verb string, a schemas.AuditApproval) {
+	e.m.auditor.Record("approval", object, verb, schemas.TypeAuditApproval, bus.TraceContext{}, a)
+}
