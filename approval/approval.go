@@ -83,6 +83,10 @@ type Request struct {
 	Token *schemas.ApprovalToken `json:"token,omitempty"`
 	// Redeemed: Status has handed the token out (once).
 	Redeemed bool `json:"redeemed"`
+	// Announced: the outcome is on the agent's feed and the person's
+	// notifications. Until it is, Run announces it again (after a crash
+	// between the decision and its announcement, for instance).
+	Announced bool `json:"announced,omitempty"`
 	// EventID is the CloudEvent id of the request: a retry with the same
 	// id is the same request.
 	EventID string `json:"event_id"`

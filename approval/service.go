@@ -212,12 +212,13 @@ func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 		if d.Approve {
 			next.State, next.Token = schemas.ApprovalApproved, token
 		}
-		_, err := s.Store.Update(ctx, next, rev)
+		nrev, err := s.Store.Update(ctx, next, rev)
 		if err == nil {
 			if minted != nil {
 				s.audit("token", "minted", next, minted)
 			}
-			s.announce(ctx, next)
+			s.audit("request", next.State, next, nil)
+			s.announce(ctx, next, nrev)
 			return next, nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -403,9 +404,10 @@ func (s *Service) expire(ctx context.Context, r Request, rev uint64) {
 		}
 		next := r
 		next.State, next.DecidedAt = schemas.ApprovalExpired, s.now()
-		_, err := s.Store.Update(ctx, next, rev)
+		nrev, err := s.Store.Update(ctx, next, rev)
 		if err == nil {
-			s.announce(ctx, next)
+			s.audit("request", next.State, next, nil)
+			s.announce(ctx, next, nrev)
 			return
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -421,18 +423,42 @@ func (s *Service) expire(ctx context.Context, r Request, rev uint64) {
 // announce reports a decision (or expiry) that was just stored: audit,
 // the agent's feed, the person's apps. Failures are logged: the decision
 // stands and Status reports it.
-func (s *Service) announce(ctx context.Context, r Request) {
+func (s *Service) announce(ctx context.Context, r Request, rev uint64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	s.audit("request", r.State, r, nil)
 	fe := schemas.ApprovalDecided{AuthReqID: r.ID, Status: r.State, Comment: r.Comment, Token: r.Token}
 	if err := s.Events.Feed(ctx, r.Agent, "decided", schemas.TypeApprovalDecided, fe); err != nil {
-		s.log().Error("approval decision not delivered on the agent's feed (it can still poll)", "agent", r.Agent, "status", r.State, "error", err)
+		s.log().Error("approval decision not yet on the agent's feed; it will be announced again", "agent", r.Agent, "status", r.State, "error", err)
+		return
 	}
 	if err := s.Events.Notify(ctx, r.User.Key(), "resolved", schemas.TypeApprovalResolved, notification(r)); err != nil {
-		s.log().Error("approval resolution not delivered to the person's apps", "agent", r.Agent, "status", r.State, "error", err)
+		s.log().Error("approval resolution not yet delivered to the person's apps; it will be announced again", "agent", r.Agent, "status", r.State, "error", err)
+		return
+	}
+	// Record it (a lost race with a poll is retried: the flag must stick).
+	for range maxCAS {
+		if r.Announced {
+			return
+		}
+		r.Announced = true
+		_, err := s.Store.Update(ctx, r, rev)
+		if !errors.Is(err, ErrConflict) {
+			if err != nil {
+				s.log().Warn("approval announced but not recorded as such; it may be announced again", "error", err)
+			}
+			return
+		}
+		if r, rev, err = s.Store.Get(ctx, r.ID); err != nil {
+			return
+		}
 	}
 }
+
+// reannounceAfter is how long an outcome may stay unannounced before Run
+// announces it again (the deciding instance normally does within
+// milliseconds). Events carry deterministic ids, so JetStream drops a
+// duplicate within its window.
+const reannounceAfter = 5 * time.Second
 
 func notification(r Request) schemas.ApprovalNotification {
 	return schemas.ApprovalNotification{
@@ -508,7 +534,13 @@ func (e *expirer) seen(r Request) {
 		t.Stop()
 		delete(e.timers, r.ID)
 	}
-	if r.State != schemas.ApprovalPending || e.ctx.Err() != nil {
+	if e.ctx.Err() != nil {
+		return
+	}
+	if r.State != schemas.ApprovalPending {
+		if !r.Announced {
+			e.schedule(r.ID, r.DecidedAt.Add(reannounceAfter).Sub(e.s.now()))
+		}
 		return
 	}
 	e.schedule(r.ID, r.Expires.Sub(e.s.now()))
@@ -540,7 +572,14 @@ func (e *expirer) fire(id string) {
 		return
 	}
 	r, rev, err := e.s.Store.Get(e.ctx, id)
-	if err != nil || r.State != schemas.ApprovalPending {
+	if err != nil {
+		return
+	}
+	if r.State != schemas.ApprovalPending {
+		if !r.Announced {
+			e.s.log().Warn("approval outcome was not announced; announcing it now", "agent", r.Agent, "status", r.State)
+			e.s.announce(e.ctx, r, rev)
+		}
 		return
 	}
 	if left := r.Expires.Sub(e.s.now()); left > 0 { // clocks disagree a little

@@ -60,6 +60,7 @@ type recorder struct {
 	feed      []feedEvent
 	audits    []schemas.AuditApproval
 	notifyErr error
+	feedErr   error
 }
 
 type note struct {
@@ -85,6 +86,9 @@ func (r *recorder) Notify(_ context.Context, userKey, verb, typ string, d schema
 func (r *recorder) Feed(_ context.Context, agent, verb, typ string, d schemas.ApprovalDecided) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.feedErr != nil {
+		return r.feedErr
+	}
 	r.feed = append(r.feed, feedEvent{agent, verb, typ, d})
 	return nil
 }
@@ -966,5 +970,48 @@ func TestApprovalRunExpiresAfterRestart(t *testing.T) {
 	}
 	if st := e.stored(t, kept.ID); st.State != schemas.ApprovalDenied {
 		t.Errorf("decided request: %s, want denied", st.State)
+	}
+}
+
+// TestApprovalAnnouncedAgain: a decision whose announcement failed (the
+// feed was down, or the process stopped right after the decision) is
+// announced by Run once the feed works, and recorded as announced.
+func TestApprovalAnnouncedAgain(t *testing.T) {
+	e := newEnv(t)
+	r := e.mustRequest(t, nil)
+	e.events.mu.Lock()
+	e.events.feedErr = errors.New("feed down")
+	e.events.mu.Unlock()
+	if _, err := e.svc.Decide(t.Context(), approve(r.ID)); err != nil {
+		t.Fatalf("the decision stands whatever the feed: %v", err)
+	}
+	if got := e.stored(t, r.ID); got.State != schemas.ApprovalApproved || got.Announced {
+		t.Fatalf("stored %+v: want approved, not announced", got)
+	}
+	e.events.mu.Lock()
+	e.events.feedErr = nil
+	e.events.mu.Unlock()
+	// Another instance starts (or this one restarts) a little later.
+	e.clock.Add(10 * time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.service(e.store, e.clock.Now).Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(e.events.feedFor(r.ID)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run never announced the decision")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !e.stored(t, r.ID).Announced {
+		if time.Now().After(deadline) {
+			t.Fatal("the announcement was not recorded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if f := e.events.feedFor(r.ID); len(f) != 1 || f[0].data.Status != schemas.ApprovalApproved || f[0].data.Token == nil {
+		t.Fatalf("feed: %+v", f)
 	}
 }

@@ -22,8 +22,9 @@ const SpecVersion = "1.0"
 const ServiceName = "agentauth"
 
 // Reserved are the second subject tokens that are not agent ids: the
-// agent registry refuses them as agent names. Append only.
-var Reserved = []string{"events", "notify", "audit", "admin", "sys", "bench", "svc", "_INBOX", "$SRV", "internal"}
+// agent registry refuses them as agent names ("web" is the web inbox's
+// name as a decider of approvals). Append only.
+var Reserved = []string{"events", "notify", "audit", "admin", "sys", "bench", "svc", "_INBOX", "$SRV", "internal", "web"}
 
 var agentIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 

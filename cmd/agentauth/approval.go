@@ -91,11 +91,15 @@ type approvalEvents struct {
 	pub *bus.Publisher
 }
 
-func (e *approvalEvents) publish(ctx context.Context, subject, typ string, data any) error {
+// publish stores an event whose id is derived from what it says (the
+// request and its outcome), so that announcing again (after a crash, or
+// from two instances) is dropped by JetStream's duplicate window.
+func (e *approvalEvents) publish(ctx context.Context, subject, typ, id string, data any) error {
 	ev, err := bus.NewEvent(typ, data)
 	if err != nil {
 		return err
 	}
+	ev.SetID(id)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_, err = e.pub.Publish(ctx, subject, ev)
@@ -103,11 +107,11 @@ func (e *approvalEvents) publish(ctx context.Context, subject, typ string, data 
 }
 
 func (e *approvalEvents) Notify(ctx context.Context, userKey, verb, typ string, n schemas.ApprovalNotification) error {
-	return e.publish(ctx, schemas.NotifySubject(userKey)+".approval."+verb, typ, n)
+	return e.publish(ctx, schemas.NotifySubject(userKey)+".approval."+verb, typ, "approval-"+n.AuthReqID+"-"+verb+"-"+n.Status, n)
 }
 
 func (e *approvalEvents) Feed(ctx context.Context, agent, verb, typ string, d schemas.ApprovalDecided) error {
-	return e.publish(ctx, schemas.EventsSubject(agent)+".approval."+verb, typ, d)
+	return e.publish(ctx, schemas.EventsSubject(agent)+".approval."+verb, typ, "approval-"+d.AuthReqID+"-"+verb+"-"+d.Status, d)
 }
 
 func (e *approvalEvents) Audit(object, verb string, a schemas.AuditApproval) {
