@@ -52,7 +52,7 @@ func NewTypeRegistry(types map[string][]byte) (*TypeRegistry, error) {
 
 // DefaultTypes returns the built-in types (a fresh map, so that callers
 // can add their own before NewTypeRegistry): "purchase", an item bought
-// for an amount in a currency, optionally from a merchant. Its schema
+// for an amount in a currency, optionally a quantity and a merchant. Its schema
 // allows no other fields, so nothing reaches the token that an approval
 // app would not show.
 func DefaultTypes() map[string][]byte {
@@ -67,6 +67,7 @@ const purchaseSchema = `{
   "properties": {
     "type": {"const": "purchase"},
     "item": {"type": "string", "minLength": 1, "maxLength": 200},
+    "quantity": {"type": "integer", "minimum": 1},
     "amount": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "merchant": {"type": "string", "minLength": 1, "maxLength": 200}

@@ -612,6 +612,12 @@ an agent whose policy names one (agent add NAME --connection demo) gets tokens w
 
 `, strings.Join(names, ", "), m.PublicURL())
 	}
+	if m.approval != nil && m.login != nil {
+		fmt.Fprintf(w, `Approvals: people see and decide agents' requests at %s/approvals, or in a terminal:
+  go run ./cmd/agentauth approvals --user alice --data-dir %s
+
+`, m.PublicURL(), m.Config.DataDir)
+	}
 	if m.Embedded() {
 		admin := keyPath(m.Config.DataDir, adminKeyFile)
 		fmt.Fprintf(w, `Operators use the key generated in the data dir:
