@@ -10,7 +10,6 @@ package approval
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"time"
@@ -37,22 +36,9 @@ const (
 	IntervalStep    = 5
 )
 
-// UserRef names a person: subject at issuer.
-type UserRef struct {
-	Issuer  string `json:"issuer"`
-	Subject string `json:"subject"`
-}
-
-// Key is the person's opaque, fixed-length key (the same as the vault's):
-// SHA-256 of issuer, a zero byte and subject, base64url (43 characters).
-// Notification subjects use it.
-func (u UserRef) Key() string {
-	h := sha256.New()
-	h.Write([]byte(u.Issuer))
-	h.Write([]byte{0})
-	h.Write([]byte(u.Subject))
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
-}
+// UserRef names a person: subject at issuer; its Key (the same as the
+// vault's) names their notification subjects.
+type UserRef = schemas.UserRef
 
 // Request is one approval request as stored (JSON). It holds no secret
 // except the token, which is sealed so that only the agent can open it.

@@ -3,7 +3,6 @@ package approval
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -22,25 +21,8 @@ var (
 
 // Error is an approval outcome with a wire code (CIBA's codes for
 // polling), a message a person can act on and, for authorization_pending
-// and slow_down, how long to wait before polling again.
-type Error struct {
-	Code       schemas.ErrorCode
-	Msg        string
-	RetryAfter time.Duration
-	Err        error // cause, never on the wire
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return string(e.Code) + ": " + e.Msg + ": " + e.Err.Error()
-	}
-	return string(e.Code) + ": " + e.Msg
-}
-
-func (e *Error) Unwrap() error                 { return e.Err }
-func (e *Error) ErrorCode() schemas.ErrorCode  { return e.Code }
-func (e *Error) PublicMessage() string         { return e.Msg }
-func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
+// and slow_down, how long to wait before polling again (RetryAfter).
+type Error = schemas.Error
 
 func errorf(code schemas.ErrorCode, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}

@@ -253,3 +253,29 @@ func unverifiedNonce(jwt string) (string, error) {
 	err = json.Unmarshal(b, &c)
 	return c.Nonce, err
 }
+
+// The client agentauth registers at its development provider for scripts
+// and tools: public, PKCE, any loopback port (RFC 8252).
+const (
+	CLIClient      = "agentauth-cli"
+	CLIRedirectURI = "http://127.0.0.1/callback"
+)
+
+// UserToken logs a development user in at the provider of agentauth's
+// HTTP edge (edgeURL, e.g. http://127.0.0.1:8080) as the CLI client and
+// returns their access token; an empty password is the user's published
+// one (DefaultUsers).
+func UserToken(ctx context.Context, hc *http.Client, edgeURL, username, password string) (string, error) {
+	if password == "" {
+		for _, u := range DefaultUsers() {
+			if u.Username == username {
+				password = u.Password
+			}
+		}
+	}
+	t, err := FetchToken(ctx, hc, strings.TrimSuffix(edgeURL, "/")+"/dev-idp", CLIClient, CLIRedirectURI, username, password)
+	if err != nil {
+		return "", err
+	}
+	return t.AccessToken, nil
+}

@@ -70,3 +70,28 @@ type ErrorDetails struct {
 	// Reason: not_connected, missing_scopes or needs_reauth.
 	Reason string `json:"reason,omitempty"`
 }
+
+// Error is a domain outcome with a wire code: the domain packages (vault,
+// approval) return it, the bus's error table turns it into a reply. Msg
+// is for the person reading the reply; Err, the cause, is never on the
+// wire.
+type Error struct {
+	Code       ErrorCode
+	Msg        string
+	RetryAfter time.Duration // when to try again, for the codes that have a later
+	Details    *ErrorDetails // the next step, for the codes that have one
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return string(e.Code) + ": " + e.Msg + ": " + e.Err.Error()
+	}
+	return string(e.Code) + ": " + e.Msg
+}
+
+func (e *Error) Unwrap() error                 { return e.Err }
+func (e *Error) ErrorCode() ErrorCode          { return e.Code }
+func (e *Error) PublicMessage() string         { return e.Msg }
+func (e *Error) RetryAfterHint() time.Duration { return e.RetryAfter }
+func (e *Error) ErrorDetails() *ErrorDetails   { return e.Details }

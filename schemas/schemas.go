@@ -6,6 +6,7 @@ package schemas
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"regexp"
@@ -123,4 +124,22 @@ type Sealed struct {
 func Fingerprint(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// UserRef names a person: a verified subject at an issuer (subjects are
+// unique only per issuer).
+type UserRef struct {
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
+}
+
+// Key is the person's opaque, fixed-length key: SHA-256 of issuer, a zero
+// byte and subject, base64url (43 characters). Vault records and
+// notification subjects use it.
+func (u UserRef) Key() string {
+	h := sha256.New()
+	h.Write([]byte(u.Issuer))
+	h.Write([]byte{0})
+	h.Write([]byte(u.Subject))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }

@@ -8,11 +8,11 @@
 package vault
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/agentauth/agentauth/schemas"
 )
 
 // RefreshBehaviour says what a provider does with refresh tokens.
@@ -65,21 +65,9 @@ type Connection struct {
 	Custom       bool // defined in configuration, not in the catalog
 }
 
-// UserRef names a person: a verified subject at an issuer.
-type UserRef struct {
-	Issuer  string `json:"issuer"`
-	Subject string `json:"subject"`
-}
-
-// Key is the user's opaque, fixed-length store key: SHA-256 of issuer and
-// subject, base64url (43 characters). Subjects are unique only per issuer.
-func (u UserRef) Key() string {
-	h := sha256.New()
-	h.Write([]byte(u.Issuer))
-	h.Write([]byte{0})
-	h.Write([]byte(u.Subject))
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
-}
+// UserRef names a person: a verified subject at an issuer; its Key is
+// the person's part of a record's store key.
+type UserRef = schemas.UserRef
 
 // Status of a stored connection.
 type Status string

@@ -88,17 +88,11 @@ func (f *approvalsFlags) userToken(ctx context.Context) (string, error) {
 	if f.user == "" {
 		return "", errors.New("who decides? give --user (development provider) or --token / AGENTAUTH_USER_TOKEN")
 	}
-	pw := f.password
-	for _, u := range devidp.DefaultUsers() {
-		if u.Username == f.user && pw == "" {
-			pw = u.Password
-		}
-	}
-	t, err := devidp.FetchToken(ctx, &http.Client{Timeout: 10 * time.Second}, devIdPIssuer(strings.TrimSuffix(f.url, "/")), devCLIClient, devCLIRedirectURI, f.user, pw)
+	t, err := devidp.UserToken(ctx, &http.Client{Timeout: 10 * time.Second}, f.url, f.user, f.password)
 	if err != nil {
 		return "", fmt.Errorf("log in as %s: %w", f.user, err)
 	}
-	return t.AccessToken, nil
+	return t, nil
 }
 
 // inbox is the terminal app's view: pending requests, oldest first.

@@ -24,8 +24,8 @@ import (
 // public, PKCE, loopback redirect (RFC 8252: any port).
 const (
 	devIdPPath        = "/dev-idp"
-	devCLIClient      = "agentauth-cli"
-	devCLIRedirectURI = "http://127.0.0.1/callback"
+	devCLIClient      = devidp.CLIClient
+	devCLIRedirectURI = devidp.CLIRedirectURI
 	devIdPKeyFile     = "dev-idp.pem"
 )
 

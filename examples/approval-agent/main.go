@@ -49,20 +49,14 @@ func run(ctx context.Context, creds, user, edge, audience, message string, expir
 		return err
 	}
 	defer c.Close()
-	var password string
-	for _, u := range devidp.DefaultUsers() {
-		if u.Username == user {
-			password = u.Password
-		}
-	}
 	hc := &http.Client{Timeout: 10 * time.Second}
-	ut, err := devidp.FetchToken(ctx, hc, edge+"/dev-idp", "agentauth-cli", "http://127.0.0.1/callback", user, password)
+	ut, err := devidp.UserToken(ctx, hc, edge, user, "")
 	if err != nil {
 		return fmt.Errorf("user token: %w", err)
 	}
 	details := []json.RawMessage{json.RawMessage(`{"type":"purchase","item":"coffee","quantity":2,"amount":7.5,"currency":"EUR","merchant":"Corner Café"}`)}
 	a, err := c.RequestApproval(ctx, client.ApprovalRequest{
-		UserToken: ut.AccessToken, BindingMessage: message, Audience: audience, Scopes: []string{"purchase"},
+		UserToken: ut, BindingMessage: message, Audience: audience, Scopes: []string{"purchase"},
 		AuthorizationDetails: details, RequestedExpiry: expiry,
 	})
 	if err != nil {

@@ -44,20 +44,14 @@ func run(ctx context.Context, creds, connection, user, edge string, every time.D
 		return err
 	}
 	defer c.Close()
-	var password string
-	for _, u := range devidp.DefaultUsers() {
-		if u.Username == user {
-			password = u.Password
-		}
-	}
 	// The person's own token: in a real agent it comes from the user's
 	// login; here, the development provider's headless login.
-	ut, err := devidp.FetchToken(ctx, &http.Client{Timeout: 10 * time.Second}, edge+"/dev-idp", "agentauth-cli", "http://127.0.0.1/callback", user, password)
+	ut, err := devidp.UserToken(ctx, &http.Client{Timeout: 10 * time.Second}, edge, user, "")
 	if err != nil {
 		return fmt.Errorf("user token: %w", err)
 	}
 	for {
-		tok, err := c.Token(ctx, ut.AccessToken, connection)
+		tok, err := c.Token(ctx, ut, connection)
 		var ar *client.AuthorizationRequired
 		switch {
 		case errors.As(err, &ar):
