@@ -50,6 +50,9 @@ type Policy struct {
 	Approver bool `json:"approver,omitempty"`
 	// Collections the agent may query in retrieval.
 	Collections []string `json:"collections,omitempty"`
+	// IngestCollections the principal may add documents to and delete
+	// documents from (an ingest pipeline, not an agent acting for a person).
+	IngestCollections []string `json:"ingest_collections,omitempty"`
 	// ClientID, when set, is the OAuth client the user tokens this agent
 	// presents must have been issued to (azp/client_id).
 	ClientID string `json:"client_id,omitempty"`

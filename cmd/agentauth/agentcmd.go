@@ -19,9 +19,9 @@ import (
 
 // policyFlags edit an agent policy from the command line.
 type policyFlags struct {
-	audiences, scopes, approvalAudiences, approvalScopes, background, collections, connections []string
-	clientID                                                                                   string
-	approver                                                                                   bool
+	audiences, scopes, approvalAudiences, approvalScopes, background, collections, ingest, connections []string
+	clientID                                                                                           string
+	approver                                                                                           bool
 }
 
 func (p *policyFlags) add(cmd *cobra.Command) {
@@ -33,6 +33,7 @@ func (p *policyFlags) add(cmd *cobra.Command) {
 	fl.StringSliceVar(&p.background, "background-audience", nil, "approval audience for which the agent may name the person by subject (CIBA login_hint) instead of presenting their token (repeatable)")
 	fl.BoolVar(&p.approver, "approver", false, "an approval app: it may send people's decisions (with their own tokens) and read their approval notifications")
 	fl.StringSliceVar(&p.collections, "collection", nil, "retrieval collection the agent may query (repeatable)")
+	fl.StringSliceVar(&p.ingest, "ingest-collection", nil, "retrieval collection the principal may add documents to and delete from (repeatable)")
 	fl.StringArrayVar(&p.connections, "connection", nil, "vault connection and its scopes, as name or name=scope1,scope2 (repeatable)")
 	fl.StringVar(&p.clientID, "client-id", "", "OAuth client the user tokens this agent presents must have been issued to")
 }
@@ -60,6 +61,9 @@ func (p *policyFlags) apply(cmd *cobra.Command, pol *agents.Policy) error {
 	}
 	if fl.Changed("collection") {
 		pol.Collections = p.collections
+	}
+	if fl.Changed("ingest-collection") {
+		pol.IngestCollections = p.ingest
 	}
 	if fl.Changed("client-id") {
 		pol.ClientID = p.clientID
