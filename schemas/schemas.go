@@ -103,6 +103,9 @@ var Operations = []Op{
 	OpApprovalRequest,
 	OpApprovalStatus,
 	OpApprovalDecide,
+	OpRetrievalQuery,
+	OpRetrievalIngest,
+	OpRetrievalDelete,
 }
 
 // SealAlg names the sealing of secrets to an agent: X25519 key agreement

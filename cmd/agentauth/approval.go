@@ -43,18 +43,22 @@ func (m *Main) setupApproval(ctx, bg context.Context) error {
 		}
 	}()
 	if m.Embedded() {
-		return m.ensureApprovalsApp(ctx)
+		if err := m.ensurePrincipal(ctx, approvalsApp, agents.Policy{Approver: true}); err != nil {
+			return err
+		}
+		return m.ensurePrincipal(ctx, ingestPrincipal, agents.Policy{IngestCollections: []string{"default"}})
 	}
 	return nil
 }
 
-// ensureApprovalsApp registers the development approval app on first
-// start and keeps its credentials in the data dir for `agentauth approvals`.
-func (m *Main) ensureApprovalsApp(ctx context.Context) error {
-	path := keyPath(m.Config.DataDir, approvalsApp+".agent.json")
+// ensurePrincipal registers a development principal (the approval app,
+// the ingest principal) on first start and keeps its credentials in the
+// data dir for the commands that act as it.
+func (m *Main) ensurePrincipal(ctx context.Context, id string, p agents.Policy) error {
+	path := keyPath(m.Config.DataDir, id+".agent.json")
 	creds, err := readCredentials(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		if _, creds, err = agents.New(approvalsApp, agents.Policy{Approver: true}, time.Now()); err != nil {
+		if _, creds, err = agents.New(id, p, time.Now()); err != nil {
 			return err
 		}
 		if err := writeCredentials(path, creds); err != nil {
@@ -63,7 +67,7 @@ func (m *Main) ensureApprovalsApp(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
-	a, err := agents.FromCredentials(creds, agents.Policy{Approver: true}, time.Now())
+	a, err := agents.FromCredentials(creds, p, time.Now())
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}

@@ -55,6 +55,14 @@ type Config struct {
 	VaultKeyFile         string
 	VaultRefreshInterval time.Duration
 	DevConnectionTTL     time.Duration
+	OpenFGAURL           string
+	OpenFGAToken         string
+	OpenFGAStore         string
+	FGAUserPrefix        string
+	EmbeddingsURL        string
+	EmbeddingsModel      string
+	EmbeddingsKey        string
+	EmbeddingsDimensions int
 	// Connections are the `connections:` list of the YAML file (client
 	// ids and secrets may come from AGENTAUTH_CONNECTION_<NAME>_CLIENT_ID
 	// and _CLIENT_SECRET instead).
@@ -104,6 +112,14 @@ var options = []option{
 	{name: "vault-key-file", usage: "file holding the vault master key (default <data-dir>/keys/vault.key, generated on first start: development only, keep production's elsewhere)", ptr: func(c *Config) any { return &c.VaultKeyFile }},
 	{name: "vault-refresh-interval", def: "30s", usage: "how often the vault looks for tokens near expiry to refresh in the background", ptr: func(c *Config) any { return &c.VaultRefreshInterval }},
 	{name: "dev-connection-ttl", def: "10m", usage: "lifetime of the access tokens the development provider issues to the demo connection (short values show refresh)", ptr: func(c *Config) any { return &c.DevConnectionTTL }},
+	{name: "openfga-url", usage: "use this OpenFGA (or Auth0 FGA) HTTP API instead of the embedded one (sqlite in <data-dir>/openfga)", ptr: func(c *Config) any { return &c.OpenFGAURL }},
+	{name: "openfga-api-token", secret: true, usage: "API token for --openfga-url", ptr: func(c *Config) any { return &c.OpenFGAToken }},
+	{name: "openfga-store", def: "agentauth", usage: "name of the OpenFGA store (found or created at start)", ptr: func(c *Config) any { return &c.OpenFGAStore }},
+	{name: "fga-user-prefix", def: "user:", usage: "how a verified subject becomes an OpenFGA user (prefix + subject)", ptr: func(c *Config) any { return &c.FGAUserPrefix }},
+	{name: "embeddings-url", usage: "an OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI); default: the built-in lexical embedder", ptr: func(c *Config) any { return &c.EmbeddingsURL }},
+	{name: "embeddings-model", usage: "model name for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsModel }},
+	{name: "embeddings-api-key", secret: true, usage: "API key for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsKey }},
+	{name: "embeddings-dimensions", def: "0", usage: "dimensions the embeddings endpoint returns (0: learn from the first answer)", ptr: func(c *Config) any { return &c.EmbeddingsDimensions }},
 	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 

@@ -29,7 +29,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(), newConfigCmd(), newReplayCmd(), newBenchCmd(), newAgentCmd(), newKeysCmd(), newVaultCmd(), newApprovalsCmd(), newDevCmd(), newBenchLoadCmd(), &cobra.Command{
+	root.AddCommand(newServeCmd(), newConfigCmd(), newReplayCmd(), newBenchCmd(), newAgentCmd(), newKeysCmd(), newVaultCmd(), newApprovalsCmd(), newFGACmd(), newDocsCmd(), newDevCmd(), newBenchLoadCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "agentauth", version) },

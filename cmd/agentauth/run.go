@@ -30,6 +30,7 @@ import (
 	"github.com/agentauth/agentauth/bus/natsembed"
 	"github.com/agentauth/agentauth/handlers"
 	"github.com/agentauth/agentauth/identity"
+	"github.com/agentauth/agentauth/retrieval"
 	"github.com/agentauth/agentauth/schemas"
 	"github.com/agentauth/agentauth/vault"
 )
@@ -47,17 +48,20 @@ type Main struct {
 	Instance string
 	Registry *prometheus.Registry
 
-	ns       *natsembed.Server
-	minter   *minterHolder
-	cache    *agentCache
-	verifier handlers.TokenVerifier
-	userOK   bool
-	devIdP   http.Handler
-	login    *handlers.Login
-	user     *handlers.User
-	vault    *vault.Service
-	approval *approval.Service
-	inbox    *handlers.Inbox
+	ns        *natsembed.Server
+	minter    *minterHolder
+	cache     *agentCache
+	verifier  handlers.TokenVerifier
+	userOK    bool
+	devIdP    http.Handler
+	login     *handlers.Login
+	user      *handlers.User
+	vault     *vault.Service
+	approval  *approval.Service
+	retrieval *retrieval.Service
+	fga       *retrieval.FGA
+	stopFGA   func() // the embedded OpenFGA
+	inbox     *handlers.Inbox
 	// defaultIssuer is the first configured issuer: the one a login_hint
 	// names a subject at.
 	defaultIssuer string
@@ -227,6 +231,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.setupApproval(sctx, bg); err != nil {
 		return err
 	}
+	if err := m.setupRetrieval(sctx); err != nil {
+		return err
+	}
 
 	validator, err := schemas.NewValidator()
 	if err != nil {
@@ -260,6 +267,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := m.registerApproval(); err != nil {
+		return err
+	}
+	if err := m.registerRetrieval(); err != nil {
 		return err
 	}
 
@@ -392,7 +402,7 @@ func (m *Main) Agents() *bus.AgentStore { return m.agents }
 // capabilities lists what this instance serves; later capabilities switch
 // themselves on here.
 func (m *Main) capabilities() schemas.Capabilities {
-	return schemas.Capabilities{Sys: true, User: m.userOK, Vault: m.userOK && m.vault != nil, Approval: m.userOK && m.approval != nil}
+	return schemas.Capabilities{Sys: true, User: m.userOK, Vault: m.userOK && m.vault != nil, Approval: m.userOK && m.approval != nil, Retrieval: m.userOK && m.retrieval != nil}
 }
 
 // PublicURL is the base URL of the HTTP edge as clients reach it: the
@@ -555,6 +565,17 @@ func (m *Main) close(ctx context.Context) error {
 		if err := m.vaultStore.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("vault store: %w", err))
 		}
+	}
+	if m.retrieval != nil {
+		if err := m.retrieval.Close(); err != nil { // saves the index
+			errs = append(errs, fmt.Errorf("documents: %w", err))
+		}
+		if err := m.retrieval.Docs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("documents: %w", err))
+		}
+	}
+	if m.stopFGA != nil {
+		m.stopFGA()
 	}
 	if m.auditor != nil {
 		if err := m.auditor.Close(ctx); err != nil {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// TestRetrievalEndToEnd is the "done when", as the README does
+// it: load a model and tuples, ingest documents, and two people asking
+// the same question through an agent get different, complete answers —
+// exactly the documents OpenFGA says each may view.
+func TestRetrievalEndToEnd(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	dir := m.Config.DataDir
+	runCLI(t, "fga", "model", "write", "../../examples/rag/model.fga", "--data-dir", dir)
+	runCLI(t, "fga", "tuples", "write", "../../examples/rag/tuples.yaml", "--data-dir", dir)
+	if out := runCLI(t, "docs", "ingest", "../../examples/rag/docs.jsonl", "--data-dir", dir, "--nats-url", m.NATSURL(), "--no-progress"); !strings.Contains(out, "7 documents ingested") {
+		t.Fatalf("docs ingest: %s", out)
+	}
+	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
+	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ctx := context.Background()
+	want := map[string][]string{
+		"alice": {"architecture", "handbook", "incident", "roadmap-1", "roadmap-2"},
+		"bob":   {"handbook", "pipeline", "pricing", "roadmap-1", "roadmap-2"},
+	}
+	for user, ids := range want {
+		tok := devToken(t, m, user)
+		// What OpenFGA itself says the person may view.
+		listed := runCLI(t, "fga", "list-objects", "user:dev-"+user, "can_view", "doc", "--data-dir", dir)
+		for _, strategy := range []string{"auto", "post-filter", "pre-filter"} {
+			res, err := agent.QueryWith(ctx, schemas.RetrievalQuery{UserToken: tok, Query: "what is on the roadmap", K: 10, Strategy: strategy})
+			if err != nil {
+				t.Fatalf("%s %s: %v", user, strategy, err)
+			}
+			var got []string
+			for _, d := range res.Documents {
+				got = append(got, d.ID)
+				if !strings.Contains(listed, d.Object) {
+					t.Errorf("%s got %s, which OpenFGA does not list for them:\n%s", user, d.Object, listed)
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, ids) || !res.Complete {
+				t.Errorf("%s (%s): got %v complete=%v, want %v complete", user, strategy, got, res.Complete, ids)
+			}
+		}
+	}
+	// The Retriever adapter, with a k smaller than what is permitted.
+	r := &client.Retriever{Client: agent, UserToken: devToken(t, m, "bob"), K: 2}
+	docs, err := r.GetRelevantDocuments(ctx, "pricing for 2021")
+	if err != nil || len(docs) != 2 || docs[0].Metadata["id"] != "pricing" {
+		t.Fatalf("retriever: %+v %v", docs, err)
+	}
+}
+
+// TestRetrievalBadInput: refusals over the wire, and nothing is returned
+// without a positive check.
+func TestRetrievalBadInput(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	dir := m.Config.DataDir
+	runCLI(t, "fga", "model", "write", "../../examples/rag/model.fga", "--data-dir", dir)
+	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
+	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ctx := context.Background()
+	alice := devToken(t, m, "alice")
+	for _, tc := range []struct {
+		name string
+		q    schemas.RetrievalQuery
+		want schemas.ErrorCode
+	}{
+		{"collection outside the policy", schemas.RetrievalQuery{UserToken: alice, Query: "x", Collection: "finance"}, schemas.CodeDenied},
+		{"no query", schemas.RetrievalQuery{UserToken: alice}, schemas.CodeSchemaViolation},
+		{"k too large", schemas.RetrievalQuery{UserToken: alice, Query: "x", K: 1000}, schemas.CodeSchemaViolation},
+		{"garbage token", schemas.RetrievalQuery{UserToken: "nope", Query: "x"}, schemas.CodeUnauthenticated},
+		{"unknown strategy", schemas.RetrievalQuery{UserToken: alice, Query: "x", Strategy: "trust-me"}, schemas.CodeSchemaViolation},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := agent.QueryWith(ctx, tc.q); !isCode(err, tc.want) {
+				t.Fatalf("got %v, want %s", err, tc.want)
+			}
+		})
+	}
+	// An agent is not an ingest principal.
+	if _, err := agent.Ingest(ctx, schemas.IngestDoc{ID: "x", Object: "doc:x", Text: "x"}); !isCode(err, schemas.CodeDenied) {
+		t.Fatalf("ingest by an agent: %v", err)
+	}
+	// A document nobody was granted is never returned.
+	if out := runCLI(t, "docs", "ingest", "../../examples/rag/docs.jsonl", "--data-dir", dir, "--nats-url", m.NATSURL(), "--no-progress"); !strings.Contains(out, "7 documents") {
+		t.Fatal(out)
+	}
+	res, err := agent.Query(ctx, alice, "roadmap", 10)
+	if err != nil || len(res.Documents) != 0 || !res.Complete {
+		t.Fatalf("no tuples written: want an empty, complete answer, got %+v %v", res, err)
+	}
+}
