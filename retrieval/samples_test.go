@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/openfga/language/pkg/go/transformer"
@@ -139,19 +138,7 @@ func sameSet(got, want []string) bool {
 // CLI, each test runs in a fresh store holding the store's tuples and the
 // test's own.
 func TestSampleStores(t *testing.T) {
-	var files []string
-	err := filepath.WalkDir(sampleStoresDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".fga.yaml") {
-			files = append(files, p)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("the sample stores must be at %s: %v", sampleStoresDir, err)
-	}
-	if len(files) < 10 {
-		t.Fatalf("%d store files in %s: the sample stores are missing", len(files), sampleStoresDir)
-	}
+	files := sampleStoreFiles(t)
 	o := mustOpenFGA(t)
 	ctx := context.Background()
 	var stores, tests, listObjects, checks, listUsers, tuples int

@@ -774,6 +774,10 @@ func (s *Service) queryVector(ctx context.Context, q Query) ([]float32, error) {
 }
 
 func unavailable(err error) error {
+	if errors.Is(err, ErrFGAInvalid) { // a question OpenFGA refuses: asking again will not help
+		return &Error{Code: schemas.CodeSchemaViolation, Err: err,
+			Msg: "OpenFGA rejected the permission question (an unknown relation or type for this model, or a condition that needs context), so no documents are returned"}
+	}
 	msg := "OpenFGA could not answer the permission checks, so no documents are returned"
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "OpenFGA did not answer the permission checks in time, so no documents are returned"
