@@ -1026,7 +1026,10 @@ func (r *run) postFilter(ctx context.Context, batch int) ([]cand, error) {
 		if sel == 0 {
 			sel = 1 / float64(2*r.judged)
 		}
-		batch = min(max(int(math.Ceil(float64(need)/sel*1.25)), 2*batch, minBatch), maxBatch)
+		// Sized from the selectivity seen so far (with a margin), not
+		// doubled: a refill that needs one more permitted document should
+		// not check twice as many as the first batch.
+		batch = min(max(int(math.Ceil(float64(need)/sel*1.25)), minBatch), maxBatch)
 	}
 	if r.judged > 0 {
 		e, _ := r.s.estimates().get(r.key)

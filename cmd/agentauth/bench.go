@@ -51,6 +51,9 @@ type benchFlags struct {
 	cpuProfile   string
 	creds        *agents.Credentials
 	scaleRecords int
+	ragDocs      int
+	ragDim       int
+	rag          *ragBench
 }
 
 // connectAgent connects the load's agent, retrying while the embedded
@@ -116,6 +119,12 @@ var scenarios = []scenario{
 	// vault.scale is opt-in (--scenario vault.scale): it stores
 	// --scale-records connections first.
 	{name: "vault.scale", limit: "lookup@10k", optIn: true},
+	// The retrieval@ scenarios are opt-in (--scenario retrieval.scale
+	// runs the four): --rag-docs documents, a user permitted on that share.
+	{name: "retrieval@100%", limit: "unfiltered search", optIn: true},
+	{name: "retrieval@10%", limit: "unfiltered search", optIn: true},
+	{name: "retrieval@1%", limit: "unfiltered search", optIn: true},
+	{name: "retrieval@0.1%", limit: "unfiltered search", optIn: true},
 }
 
 // scenarioNames are the scenarios that run by default; all adds the
@@ -150,8 +159,10 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.scenarios, "scenario", scenarioNames(), "scenarios to run: "+strings.Join(scenarioNames(true), ", ")+" (vault.scale only when named)")
+	fl.StringSliceVar(&f.scenarios, "scenario", scenarioNames(), "scenarios to run: "+strings.Join(scenarioNames(true), ", ")+", "+ragScaleName+" (vault.scale and retrieval@… only when named)")
 	fl.IntVar(&f.scaleRecords, "scale-records", 1000000, "vault.scale: stored connections to look up among (against 10,000)")
+	fl.IntVar(&f.ragDocs, "rag-docs", 100000, "retrieval@…: documents to search among")
+	fl.IntVar(&f.ragDim, "rag-dim", 384, "retrieval@…: vector dimensions")
 	fl.IntVar(&f.n, "n", 20000, "requests per round")
 	fl.IntVar(&f.warmup, "warmup", 2000, "untimed requests before each scenario")
 	fl.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "concurrent requesters")
@@ -199,6 +210,8 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		return fmt.Errorf("--n, --rounds and --concurrency must be positive")
 	}
 	var selected []scenario
+	f.scenarios = expandRAGScenarios(f.scenarios)
+	defer closeRAG(f)
 	for _, name := range f.scenarios {
 		i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
 		if i < 0 {
@@ -207,6 +220,9 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		sc := scenarios[i]
 		if sc.name == "vault.scale" {
 			sc.setup = setupVaultScale(f.scaleRecords, errw, f.noProgress)
+		}
+		if strings.HasPrefix(sc.name, ragPrefix) {
+			sc.setup = ragScenario(f, errw, sc.name)
 		}
 		selected = append(selected, sc)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -45,14 +46,16 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 )
 
-// The embedded OpenFGA's settings. retrieval.FGA's defaults
-// (ListObjectsMax 1000, ListObjectsDeadline 3 s) assume the first two:
-// change them together.
+// The embedded OpenFGA's settings. retrieval.FGA's ListObjectsMax and
+// ListObjectsDeadline must be the first two (cmd sets them for the
+// embedded instance): change them together.
 const (
 	// OpenFGA answers ListObjects with what it found after this long, or
 	// at this many objects; FGA reports such answers as truncated.
 	openFGAListObjectsDeadline = 3 * time.Second
-	openFGAListObjectsMax      = 1000
+	// 10,000 (OpenFGA's default is 1,000) so that a person permitted on
+	// up to 10,000 documents of a type is served by the pre-filter.
+	openFGAListObjectsMax = 10000
 	// Every request is cut off after this long (gRPC timeout interceptor
 	// and the server's own upstream timeout). Longer than the ListObjects
 	// deadline so that ListObjects returns its partial answer instead of
@@ -112,12 +115,25 @@ func startOpenFGA(dataDir string, log *slog.Logger) (url string, stop func(), er
 		}
 	}()
 
-	ds, err := sqlite.New(uri, sqlcommon.NewConfig(
+	// sqlite.New leaves database/sql's default of 2 idle connections, so
+	// most checks of a batch would open a connection (pragmas, schema)
+	// anew: keep enough idle ones for a batch-check's parallelism.
+	dsn, err := sqlite.PrepareDSN(uri)
+	if err != nil {
+		return "", nil, fmt.Errorf("openfga: %s: %w", dbPath, err)
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return "", nil, fmt.Errorf("openfga: opening %s: %w", dbPath, err)
+	}
+	db.SetMaxIdleConns(64)
+	ds, err := sqlite.NewWithDB(db, sqlcommon.NewConfig(
 		sqlcommon.WithLogger(zl),
 		sqlcommon.WithMaxTuplesPerWrite(100),
 		sqlcommon.WithMaxTypesPerAuthorizationModel(100),
 	))
 	if err != nil {
+		db.Close()
 		return "", nil, fmt.Errorf("openfga: opening %s: %w", dbPath, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

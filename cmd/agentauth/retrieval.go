@@ -19,7 +19,9 @@ func docsDir(dataDir string) string { return filepath.Join(dataDir, "docs") }
 func (m *Main) setupRetrieval(ctx context.Context) error {
 	c := m.Config
 	url, token := c.OpenFGAURL, c.OpenFGAToken
+	listMax := 0 // an external OpenFGA: its own default cap (1,000)
 	if url == "" {
+		listMax = openFGAListObjectsMax
 		var err error
 		if url, m.stopFGA, err = startOpenFGA(c.DataDir, m.Log); err != nil {
 			return fmt.Errorf("embedded OpenFGA: %w", err)
@@ -31,7 +33,7 @@ func (m *Main) setupRetrieval(ctx context.Context) error {
 			return err
 		}
 	}
-	fga, err := retrieval.NewFGA(ctx, retrieval.FGAConfig{URL: url, APIToken: token, StoreName: c.OpenFGAStore})
+	fga, err := retrieval.NewFGA(ctx, retrieval.FGAConfig{URL: url, APIToken: token, StoreName: c.OpenFGAStore, ListObjectsMax: listMax})
 	if err != nil {
 		return err
 	}
@@ -44,7 +46,8 @@ func (m *Main) setupRetrieval(ctx context.Context) error {
 	if c.EmbeddingsURL != "" {
 		emb = &retrieval.OpenAI{URL: c.EmbeddingsURL, Model: c.EmbeddingsModel, APIKey: c.EmbeddingsKey, Dims: c.EmbeddingsDimensions}
 	}
-	m.retrieval = &retrieval.Service{Docs: docs, Embedder: emb, Checker: fga, IndexPath: filepath.Join(docsDir(c.DataDir), "index.bin"), Log: m.Log}
+	m.retrieval = &retrieval.Service{Docs: docs, Embedder: emb, Checker: fga, IndexPath: filepath.Join(docsDir(c.DataDir), "index.bin"), Log: m.Log,
+		PreFilterMax: listMax}
 	return m.retrieval.Open(ctx) // Close closes docs, also after an error here
 }
 
