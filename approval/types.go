@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -145,7 +143,7 @@ func (r *TypeRegistry) check(d json.RawMessage) (json.RawMessage, error) {
 	if err := sch.Validate(doc); err != nil {
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("type %q: %s", typ, describe(ve))
+			return nil, fmt.Errorf("type %q: %s", typ, schemas.DescribeViolation(ve))
 		}
 		return nil, fmt.Errorf("type %q: %w", typ, err)
 	}
@@ -231,27 +229,4 @@ func walkValue(dec *json.Decoder) error {
 		}
 	}
 	return nil
-}
-
-var printer = message.NewPrinter(language.English)
-
-// describe flattens a validation error into one line: the deepest causes,
-// each with its JSON pointer.
-func describe(ve *jsonschema.ValidationError) string {
-	var parts []string
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) == 0 {
-			parts = append(parts, fmt.Sprintf("at /%s: %s", strings.Join(e.InstanceLocation, "/"), e.ErrorKind.LocalizedString(printer)))
-			return
-		}
-		for _, c := range e.Causes {
-			walk(c)
-		}
-	}
-	walk(ve)
-	if len(parts) > 5 {
-		parts = append(parts[:5], fmt.Sprintf("and %d more", len(parts)-5))
-	}
-	return strings.Join(parts, "; ")
 }

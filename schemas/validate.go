@@ -160,7 +160,7 @@ func (v *Validator) validate(sch *jsonschema.Schema, data []byte) error {
 	if err := sch.Validate(doc); err != nil {
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) {
-			return errors.New(describe(ve))
+			return errors.New("data does not match its schema: " + DescribeViolation(ve))
 		}
 		return err
 	}
@@ -169,9 +169,10 @@ func (v *Validator) validate(sch *jsonschema.Schema, data []byte) error {
 
 var printer = message.NewPrinter(language.English)
 
-// describe flattens a validation error into one line: the deepest causes,
-// each with its JSON pointer.
-func describe(ve *jsonschema.ValidationError) string {
+// DescribeViolation flattens a JSON Schema validation error into one line
+// a person can act on: the deepest causes (at most five), each with its
+// JSON pointer.
+func DescribeViolation(ve *jsonschema.ValidationError) string {
 	var parts []string
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
@@ -188,5 +189,5 @@ func describe(ve *jsonschema.ValidationError) string {
 	if len(parts) > 5 {
 		parts = append(parts[:5], fmt.Sprintf("and %d more", len(parts)-5))
 	}
-	return "data does not match its schema: " + strings.Join(parts, "; ")
+	return strings.Join(parts, "; ")
 }
