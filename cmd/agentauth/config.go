@@ -58,6 +58,10 @@ type Config struct {
 	OpenFGAURL           string
 	OpenFGAToken         string
 	OpenFGAStore         string
+	OpenFGAClientID      string
+	OpenFGAClientSecret  string
+	OpenFGATokenIssuer   string
+	OpenFGAAudience      string
 	FGAUserPrefix        string
 	EmbeddingsURL        string
 	EmbeddingsModel      string
@@ -114,6 +118,10 @@ var options = []option{
 	{name: "dev-connection-ttl", def: "10m", usage: "lifetime of the access tokens the development provider issues to the demo connection (short values show refresh)", ptr: func(c *Config) any { return &c.DevConnectionTTL }},
 	{name: "openfga-url", usage: "use this OpenFGA (or Auth0 FGA) HTTP API instead of the embedded one (sqlite in <data-dir>/openfga)", ptr: func(c *Config) any { return &c.OpenFGAURL }},
 	{name: "openfga-api-token", secret: true, usage: "API token for --openfga-url", ptr: func(c *Config) any { return &c.OpenFGAToken }},
+	{name: "openfga-client-id", usage: "client credentials for --openfga-url (Auth0 FGA, OIDC): client id", ptr: func(c *Config) any { return &c.OpenFGAClientID }},
+	{name: "openfga-client-secret", secret: true, usage: "client credentials for --openfga-url: client secret", ptr: func(c *Config) any { return &c.OpenFGAClientSecret }},
+	{name: "openfga-token-issuer", usage: "client credentials for --openfga-url: token issuer (a host or URL)", ptr: func(c *Config) any { return &c.OpenFGATokenIssuer }},
+	{name: "openfga-audience", usage: "client credentials for --openfga-url: API audience", ptr: func(c *Config) any { return &c.OpenFGAAudience }},
 	{name: "openfga-store", def: "agentauth", usage: "name of the OpenFGA store (found or created at start)", ptr: func(c *Config) any { return &c.OpenFGAStore }},
 	{name: "fga-user-prefix", def: "user:", usage: "how a verified subject becomes an OpenFGA user (prefix + subject)", ptr: func(c *Config) any { return &c.FGAUserPrefix }},
 	{name: "embeddings-url", usage: "an OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI); default: the built-in lexical embedder", ptr: func(c *Config) any { return &c.EmbeddingsURL }},

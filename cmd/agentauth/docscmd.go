@@ -28,7 +28,7 @@ const ingestPrincipal = "ingest"
 
 func newDocsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "docs", Short: "Documents for FGA-filtered retrieval: ingest, reindex"}
-	cmd.AddCommand(newDocsIngestCmd(), newDocsReindexCmd())
+	cmd.AddCommand(newDocsIngestCmd(), newDocsDeleteCmd(), newDocsReindexCmd())
 	return cmd
 }
 
@@ -116,6 +116,40 @@ stored durably and indexed; their OpenFGA objects decide who may retrieve them.`
 	fl.StringVar(&collection, "collection", "default", "collection of documents that name none")
 	fl.IntVar(&batch, "batch", 100, "documents per request")
 	fl.BoolVar(&noProgress, "no-progress", false, "no progress bar")
+	return cmd
+}
+
+func newDocsDeleteCmd() *cobra.Command {
+	var dataDir, creds, natsURL string
+	cmd := &cobra.Command{
+		Use:   "delete ID...",
+		Short: "Delete documents by id, through the running service (as the ingest principal)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if creds == "" {
+				creds = keyPath(dataDir, ingestPrincipal+".agent.json")
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			c, err := client.Connect(ctx, client.Options{CredsFile: creds, URL: natsURL})
+			if err != nil {
+				return fmt.Errorf("connect as the ingest principal: %w", err)
+			}
+			defer c.Close()
+			n, err := c.DeleteDocuments(ctx, args...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d documents deleted\n", n)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&dataDir, "data-dir", envOr("AGENTAUTH_DATA_DIR", "./agentauth-data"), "data dir of the instance (env AGENTAUTH_DATA_DIR)")
+	fl.StringVar(&creds, "creds", "", "the ingest principal's credentials file (default <data-dir>/keys/ingest.agent.json)")
+	fl.StringVar(&natsURL, "nats-url", "", "NATS URL (default: the credentials' URL)")
 	return cmd
 }
 

@@ -33,7 +33,8 @@ func (m *Main) setupRetrieval(ctx context.Context) error {
 			return err
 		}
 	}
-	fga, err := retrieval.NewFGA(ctx, retrieval.FGAConfig{URL: url, APIToken: token, StoreName: c.OpenFGAStore, ListObjectsMax: listMax})
+	fga, err := retrieval.NewFGA(ctx, retrieval.FGAConfig{URL: url, APIToken: token, StoreName: c.OpenFGAStore, ListObjectsMax: listMax,
+		ClientID: c.OpenFGAClientID, ClientSecret: c.OpenFGAClientSecret, TokenIssuer: c.OpenFGATokenIssuer, Audience: c.OpenFGAAudience})
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,14 @@ func TestRetrievalEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// Deleted documents are gone from the next answer.
+	if out := runCLI(t, "docs", "delete", "handbook", "--data-dir", dir, "--nats-url", m.NATSURL()); !strings.Contains(out, "1 documents deleted") {
+		t.Fatalf("docs delete: %s", out)
+	}
+	res, err := agent.Query(ctx, devToken(t, m, "alice"), "what is on the roadmap", 10)
+	if err != nil || len(res.Documents) != 4 || !res.Complete {
+		t.Fatalf("after deleting the handbook: %+v %v", res, err)
+	}
 	// The Retriever adapter, with a k smaller than what is permitted.
 	r := &client.Retriever{Client: agent, UserToken: devToken(t, m, "bob"), K: 2}
 	docs, err := r.GetRelevantDocuments(ctx, "pricing for 2021")
