@@ -8,17 +8,19 @@ import (
 	"testing"
 )
 
-// TestBenchRetrievalScale runs the retrieval@ scenarios tiny (2,000
-// documents of 32 dimensions): each runs against the unfiltered search
+// TestBenchRetrievalScale runs the retrieval@ scenarios tiny (1,000
+// documents of 32 dimensions, recall over 10 queries): each runs against the unfiltered search
 // without errors and reports its recall and OpenFGA work. Timings and the
 // issue's targets are not checked.
 func TestBenchRetrievalScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts agentauth and an embedded OpenFGA")
 	}
+	defer func(n int) { ragRecallQueries = n }(ragRecallQueries)
+	ragRecallQueries = 10
 	var out, errw bytes.Buffer
-	f := &benchFlags{scenarios: []string{ragScaleName}, n: 20, warmup: 5, concurrency: []int{1, 2}, rounds: 1, jsonOut: true,
-		sync: "2m", agent: "bench-agent", noProgress: true, ragDocs: 2000, ragDim: 32}
+	f := &benchFlags{scenarios: []string{ragScaleName}, n: 10, warmup: 2, concurrency: []int{1, 2}, rounds: 1, jsonOut: true,
+		sync: "2m", agent: "bench-agent", noProgress: true, ragDocs: 1000, ragDim: 32}
 	if err := runBench(context.Background(), &out, &errw, f); err != nil {
 		t.Fatalf("%v\n%s", err, errw.String())
 	}
