@@ -683,7 +683,3 @@ button{font:inherit;padding:.35rem 1rem}
 </script>
 </body></html>
 `))
-
-// Unwrap lets http.ResponseController reach Flush through the edge's
-// instrumentation (statusWriter in http.go): server-sent events need it.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
