@@ -41,29 +41,22 @@ func (p *policyFlags) add(cmd *cobra.Command) {
 // apply sets the fields whose flags were given.
 func (p *policyFlags) apply(cmd *cobra.Command, pol *agents.Policy) error {
 	fl := cmd.Flags()
-	if fl.Changed("audience") {
-		pol.Audiences = p.audiences
+	lists := map[string]struct {
+		to   *[]string
+		from []string
+	}{
+		"audience": {&pol.Audiences, p.audiences}, "scope": {&pol.Scopes, p.scopes},
+		"approval-audience": {&pol.ApprovalAudiences, p.approvalAudiences}, "approval-scope": {&pol.ApprovalScopes, p.approvalScopes},
+		"background-audience": {&pol.BackgroundAudiences, p.background},
+		"collection":          {&pol.Collections, p.collections}, "ingest-collection": {&pol.IngestCollections, p.ingest},
 	}
-	if fl.Changed("scope") {
-		pol.Scopes = p.scopes
-	}
-	if fl.Changed("approval-audience") {
-		pol.ApprovalAudiences = p.approvalAudiences
-	}
-	if fl.Changed("approval-scope") {
-		pol.ApprovalScopes = p.approvalScopes
-	}
-	if fl.Changed("background-audience") {
-		pol.BackgroundAudiences = p.background
+	for flag, l := range lists {
+		if fl.Changed(flag) {
+			*l.to = l.from
+		}
 	}
 	if fl.Changed("approver") {
 		pol.Approver = p.approver
-	}
-	if fl.Changed("collection") {
-		pol.Collections = p.collections
-	}
-	if fl.Changed("ingest-collection") {
-		pol.IngestCollections = p.ingest
 	}
 	if fl.Changed("client-id") {
 		pol.ClientID = p.clientID

@@ -13,9 +13,6 @@ import (
 // without errors and reports its recall and OpenFGA work. Timings and the
 // issue's targets are not checked.
 func TestBenchRetrievalScale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts agentauth and an embedded OpenFGA")
-	}
 	defer func(n int) { ragRecallQueries = n }(ragRecallQueries)
 	ragRecallQueries = 10
 	var out, errw bytes.Buffer

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"golang.org/x/oauth2"
 
 	"github.com/agentauth/agentauth/agents"
@@ -179,11 +178,7 @@ func scaleUser(i int) vault.UserRef {
 // fillStore writes n records shaped like real ones (a JWT-sized access
 // token, a refresh token, scopes, an expiry) in batches.
 func fillStore(s *vault.Store, n int, errw io.Writer, noProgress bool) error {
-	var bar *progressbar.ProgressBar
-	if !noProgress && n > 10000 {
-		bar = progressbar.NewOptions(n, progressbar.OptionSetWriter(errw), progressbar.OptionSetDescription(fmt.Sprintf("storing %d connections", n)),
-			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
+	bar := countBar(errw, n, fmt.Sprintf("storing %d connections", n), noProgress || n <= 10000)
 	at := strings.Repeat("a", 900)
 	now := time.Now()
 	const batch = 10000

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/agentauth/agentauth/client"
@@ -85,12 +84,7 @@ stored durably and indexed; their OpenFGA objects decide who may retrieve them.`
 				return fmt.Errorf("connect as the ingest principal: %w", err)
 			}
 			defer c.Close()
-			var bar *progressbar.ProgressBar
-			if !noProgress {
-				bar = progressbar.NewOptions(len(docs), progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("ingesting"),
-					progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish(),
-					progressbar.OptionSetVisibility(isTerminal(cmd.ErrOrStderr())))
-			}
+			bar := countBar(cmd.ErrOrStderr(), len(docs), "ingesting", noProgress)
 			done := 0
 			for i := 0; i < len(docs); i += batch {
 				n, err := c.Ingest(ctx, docs[i:min(i+batch, len(docs))]...)
@@ -175,25 +169,15 @@ func newDocsReindexCmd() *cobra.Command {
 			}
 			s := &retrieval.Service{Docs: docs, Embedder: retrieval.Lexical{}, Index: retrieval.NewIndex(retrieval.Lexical{}.Dimensions()), IndexPath: path,
 				Log: newLogger(cmd.ErrOrStderr(), "warn", "text")}
-			var bar *progressbar.ProgressBar
-			progress := func(done, total int) {
-				if noProgress || total == 0 {
-					return
-				}
-				if bar == nil {
-					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("reindexing"),
-						progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish(),
-						progressbar.OptionSetVisibility(isTerminal(cmd.ErrOrStderr())))
-				}
-				_ = bar.Set(done)
-			}
+			bar := &barProgress{w: cmd.ErrOrStderr(), desc: "reindexing", off: noProgress}
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			if err := s.Reindex(ctx, progress); err != nil {
+			if err := s.Reindex(ctx, bar.update); err != nil {
 				return err
 			}
+			bar.finish()
 			if err := s.Close(); err != nil {
 				return err
 			}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/openfga/language/pkg/go/transformer"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/agentauth/agentauth/retrieval"
@@ -94,12 +93,8 @@ on --data-dir. When that service is not running, the commands open its OpenFGA d
 					return err
 				}
 				return ff.with(cmd, func(ctx context.Context, f *retrieval.FGA) error {
-					var bar *progressbar.ProgressBar
 					const chunk = 100
-					if !ff.noProgress && len(ts) > chunk && isTerminal(cmd.ErrOrStderr()) {
-						bar = progressbar.NewOptions(len(ts), progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("tuples"),
-							progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-					}
+					bar := countBar(cmd.ErrOrStderr(), len(ts), "tuples", ff.noProgress || len(ts) <= chunk)
 					for start := 0; start < len(ts); start += chunk {
 						part := ts[start:min(start+chunk, len(ts))]
 						var err error

@@ -351,6 +351,14 @@ func TestAgentCommands(t *testing.T) {
 	if got := cli("policy", "billing-bot", "--audience", "https://b.example.com"); !strings.Contains(got, "https://b.example.com") || strings.Contains(got, "https://api.example.com") {
 		t.Errorf("policy: %s", got)
 	}
+	got = cli("policy", "billing-bot", "--approval-audience", "https://shop.example", "--approval-scope", "purchase",
+		"--background-audience", "https://shop.example", "--collection", "default", "--ingest-collection", "docs", "--approver")
+	for _, want := range []string{`"approval_audiences":["https://shop.example"]`, `"approval_scopes":["purchase"]`, `"background_audiences":["https://shop.example"]`,
+		`"collections":["default"]`, `"ingest_collections":["docs"]`, `"approver":true`, "https://b.example.com"} {
+		if !strings.Contains(strings.ReplaceAll(strings.ReplaceAll(got, " ", ""), "\n", ""), want) {
+			t.Errorf("policy lacks %s: %s", want, got)
+		}
+	}
 	if got := cli("nats-config"); !strings.Contains(got, a.NKey) || !strings.Contains(got, `"_INBOX_billing-bot.>"`) {
 		t.Errorf("nats-config: %s", got)
 	}

@@ -7,9 +7,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/agentauth/agentauth/vault"
@@ -83,27 +81,14 @@ end; otherwise, set AGENTAUTH_VAULT_KEY to the new key before starting agentauth
 			if err != nil {
 				return err
 			}
-			var bar *progressbar.ProgressBar
-			progress := func(done, total int) {
-				if noProgress || total == 0 {
-					return
-				}
-				if bar == nil {
-					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("re-encrypting"),
-						progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish(),
-						progressbar.OptionSetVisibility(isTerminal(cmd.ErrOrStderr())))
-				}
-				_ = bar.Set(done)
-			}
-			if err := vault.RotateKey(vaultDir(dataDir), oldKR, newKR, vault.StoreOptions{Logger: m.Log}, progress); err != nil {
+			bar := &barProgress{w: cmd.ErrOrStderr(), desc: "re-encrypting", off: noProgress}
+			if err := vault.RotateKey(vaultDir(dataDir), oldKR, newKR, vault.StoreOptions{Logger: m.Log}, bar.update); err != nil {
 				if strings.Contains(err.Error(), "directory lock") {
 					return fmt.Errorf("%w: is agentauth serve still running on %s? Stop it first", err, dataDir)
 				}
 				return err
 			}
-			if bar != nil {
-				_ = bar.Finish()
-			}
+			bar.finish()
 			if m.Config.VaultKey == "" && keyFile == "" {
 				b, err := os.ReadFile(newKeyFile)
 				if err != nil {
