@@ -62,7 +62,7 @@ func (s *Service) Disconnect(ctx context.Context, r Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := Authorize(r.Agent, c, nil); err != nil && r.Agent.ID != "" {
+	if _, err := Authorize(r.Agent, c, nil); err != nil {
 		return "", err
 	}
 	return s.disconnect(ctx, c, r.User, r.Agent.ID, r.RequestID)
