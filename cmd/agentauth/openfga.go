@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -117,12 +116,13 @@ func startOpenFGA(dataDir string, log *slog.Logger) (url string, stop func(), er
 
 	// sqlite.New leaves database/sql's default of 2 idle connections, so
 	// most checks of a batch would open a connection (pragmas, schema)
-	// anew: keep enough idle ones for a batch-check's parallelism.
+	// anew: keep enough idle ones for a batch-check's parallelism. Each
+	// connection keeps its prepared queries (sqlitestmt.go).
 	dsn, err := sqlite.PrepareDSN(uri)
 	if err != nil {
 		return "", nil, fmt.Errorf("openfga: %s: %w", dbPath, err)
 	}
-	db, err := sql.Open("sqlite", dsn)
+	db, err := openSQLiteWithStmtCache(dsn)
 	if err != nil {
 		return "", nil, fmt.Errorf("openfga: opening %s: %w", dbPath, err)
 	}
