@@ -834,6 +834,7 @@ type run struct {
 	complete                  bool
 	strategy                  string
 	triedPre                  bool
+	bigSet                    bool // the permitted set was found too big to pre-filter, recently: do not list it again
 
 	// post-filter
 	pool      []cand
@@ -861,6 +862,7 @@ func (r *run) do(ctx context.Context) ([]cand, error) {
 	if known && est.big && r.s.now().Sub(est.bigAt) > bigSetRetry {
 		est.big = false
 	}
+	r.bigSet = known && est.big
 	if r.q.Strategy == StrategyPreFilter || (r.q.Strategy == StrategyAuto && known && !est.big && est.sel < r.low()) {
 		hits, ok, err := r.preFilter(ctx)
 		if err != nil || ok {
@@ -1012,7 +1014,7 @@ func (r *run) postFilter(ctx context.Context, batch int) ([]cand, error) {
 			break
 		}
 		sel := r.observed(1)
-		if r.q.Strategy == StrategyAuto && !r.triedPre && len(r.out) < k && r.judged >= minObserved && sel < r.low() &&
+		if r.q.Strategy == StrategyAuto && !r.triedPre && !r.bigSet && len(r.out) < k && r.judged >= minObserved && sel < r.low() &&
 			!(r.exhausted && r.pos == len(r.pool)) {
 			r.emit()
 			if len(r.out) < k {

@@ -384,6 +384,29 @@ func TestQueryStrategyPreFilter(t *testing.T) {
 			t.Errorf("query %d for a user with a big set: %d ListObjects, want %d", i, lists, wantLists)
 		}
 	}
+	// Nor does a query whose own candidates look sparse list it again
+	// mid-query: the estimate says high, the batches see few.
+	var key string
+	s2.estimates().mu.Lock()
+	for k := range s2.estimates().m {
+		if strings.HasPrefix(k, "user:many\x00") {
+			key = k
+		}
+	}
+	s2.estimates().mu.Unlock()
+	e, ok := s2.estimates().get(key)
+	if !ok || !e.big {
+		t.Fatalf("estimate of the big set: %+v, %v", e, ok)
+	}
+	e.sel = 0.5
+	s2.estimates().put(key, e)
+	m.reset()
+	res, err = s2.Query(ctx, Query{User: "user:many", Vector: q, K: 15})
+	batches, lists = m.calls()
+	if err != nil || !slices.Equal(resultIDs(res), c2.want(q, 15, isMany)) || !res.Complete || len(batches) < 2 || lists != 0 {
+		t.Errorf("sparse-looking query for a user with a big set: %v complete %v, %d batches, %d ListObjects, %v; want the post-filter refilling without listing",
+			resultIDs(res), res.Complete, len(batches), lists, err)
+	}
 }
 
 // TestQueryStrategyScope: documents of another collection or another
