@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Index is the vector index: an exact (brute-force) cosine-similarity
@@ -191,22 +192,38 @@ func (x *Index) Search(q []float32, k int, allow func(slot int32) bool) []Hit {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	n := len(x.ids)
-	parts := 1
+	workers := 1
 	if n >= parallelScanMin {
-		parts = min(runtime.GOMAXPROCS(0), n/(parallelScanMin/2))
+		workers = min(runtime.GOMAXPROCS(0), n/(parallelScanMin/2))
 	}
-	if parts <= 1 {
+	if workers <= 1 {
 		t := topK{k: k, ids: x.ids}
 		x.scan(q, 0, n, allow, &t)
 		return t.hits()
 	}
-	tops := make([]topK, parts)
-	var wg sync.WaitGroup
-	for p := range parts {
-		tops[p] = topK{k: k, ids: x.ids}
-		lo, hi := n*p/parts, n*(p+1)/parts
-		wg.Go(func() { x.scan(q, lo, hi, allow, &tops[p]) })
+	// The workers take blocks in turn rather than a fixed share each, so
+	// a worker that starts late (its core busy, or asleep) leaves its
+	// blocks to the others instead of making the whole search wait for
+	// its share. The caller is one of them.
+	tops := make([]topK, workers)
+	var next atomic.Int64
+	work := func(t *topK) {
+		for {
+			lo := int(next.Add(scanBlock)) - scanBlock
+			if lo >= n {
+				return
+			}
+			x.scan(q, lo, min(lo+scanBlock, n), allow, t)
+		}
 	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		tops[w] = topK{k: k, ids: x.ids}
+		if w > 0 {
+			wg.Go(func() { work(&tops[w]) })
+		}
+	}
+	work(&tops[0])
 	wg.Wait()
 	t := topK{k: k, ids: x.ids}
 	for _, o := range tops {
@@ -218,8 +235,11 @@ func (x *Index) Search(q []float32, k int, allow func(slot int32) bool) []Hit {
 }
 
 // parallelScanMin is the number of slots from which Search splits its
-// scan across goroutines.
-const parallelScanMin = 32768
+// scan across goroutines, in blocks of scanBlock slots.
+const (
+	parallelScanMin = 32768
+	scanBlock       = 4096
+)
 
 // Candidates returns the n best vectors for q, unfiltered: the
 // over-fetched candidate list a post-filter checks in rank order. It is
