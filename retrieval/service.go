@@ -903,7 +903,8 @@ func (r *run) preFilter(ctx context.Context) (hits []cand, ok bool, err error) {
 		}
 		if truncated {
 			e, _ := s.estimates().get(r.key)
-			e.sel, e.big, e.bigAt = r.observed(e.sel), true, s.now()
+			e.observe(r.permitted, r.judged)
+			e.big, e.bigAt = true, s.now()
 			s.estimates().put(r.key, e)
 			return nil, false, nil
 		}
@@ -940,7 +941,9 @@ func (r *run) preFilter(ctx context.Context) (hits []cand, ok bool, err error) {
 	if inScope > 0 {
 		sel = float64(len(ids)) / float64(inScope)
 	}
-	r.s.estimates().put(r.key, estimate{sel: sel})
+	// Counted whole, but weighed as a few queries' worth of candidates,
+	// so that a set that has grown since is seen within a few queries.
+	r.s.estimates().put(r.key, estimate{sel: sel, permitted: sel * estimateWeight, judged: estimateWeight})
 	return hits, true, nil
 }
 
@@ -1024,7 +1027,11 @@ func (r *run) postFilter(ctx context.Context, batch int) ([]cand, error) {
 				}
 			}
 		}
+		r.emit()
 		need := k - len(r.out)
+		if need <= 0 {
+			continue // done: the loop's top completes
+		}
 		if sel == 0 {
 			sel = 1 / float64(2*r.judged)
 		}
@@ -1035,7 +1042,7 @@ func (r *run) postFilter(ctx context.Context, batch int) ([]cand, error) {
 	}
 	if r.judged > 0 {
 		e, _ := r.s.estimates().get(r.key)
-		e.sel = r.observed(1)
+		e.observe(r.permitted, r.judged)
 		r.s.estimates().put(r.key, e)
 	}
 	return r.out, nil
@@ -1130,9 +1137,30 @@ func (r *run) emit() {
 // estimate is what a (user, relation, type, collection) was last seen
 // to be permitted on.
 type estimate struct {
-	sel   float64   // permitted share of candidates
-	big   bool      // ListObjects was truncated: the permitted set is too big to pre-filter
-	bigAt time.Time // when big was learnt (retried after bigSetRetry)
+	sel float64 // permitted share of candidates: permitted / judged
+	// Candidates judged and permitted, summed over queries with a decay:
+	// one unlucky query does not swing the next one's batch size.
+	permitted, judged float64
+	big               bool      // ListObjects was truncated: the permitted set is too big to pre-filter
+	bigAt             time.Time // when big was learnt (retried after bigSetRetry)
+}
+
+// Estimate smoothing: each query's share of the sums decays by
+// estimateDecay per later query (about five queries of memory); a
+// pre-filter's exact count weighs as estimateWeight candidates.
+const (
+	estimateDecay  = 0.8
+	estimateWeight = 200
+)
+
+// observe folds a query's judged candidates into the estimate.
+func (e *estimate) observe(permitted, judged int) {
+	if judged == 0 {
+		return
+	}
+	e.permitted = e.permitted*estimateDecay + float64(permitted)
+	e.judged = e.judged*estimateDecay + float64(judged)
+	e.sel = e.permitted / e.judged
 }
 
 // estimates is a small LRU of selectivity estimates.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -245,6 +246,40 @@ func TestQueryStrategyRefill(t *testing.T) {
 				t.Errorf("returned document %+v", d.Document)
 			}
 		}
+	}
+}
+
+// TestQueryStrategyRefillSize: a refill is sized for the documents still
+// missing, not for k again.
+func TestQueryStrategyRefillSize(t *testing.T) {
+	ctx := context.Background()
+	m := newMemChecker()
+	s := mustService(t, m)
+	c := ingestRandom(t, s, 1000, 1, 3)
+	q := randomUnit(rand.New(rand.NewPCG(3, 3)), 384)
+	ranked := c.want(q, 1000, func(string) bool { return true })
+	// 4 of the first chunk's 50 objects, then one far down the ranking.
+	var allowed []string
+	for _, rank := range []int{2, 11, 23, 40, 300} {
+		allowed = append(allowed, c.obj[ranked[rank]])
+	}
+	m.allow("user:some", "can_view", allowed...)
+	res, err := s.Query(ctx, Query{User: "user:some", Vector: q, K: 5, Strategy: StrategyPostFilter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches, _ := m.calls()
+	if got, want := resultIDs(res), c.want(q, 5, func(o string) bool { return slices.Contains(allowed, o) }); !slices.Equal(got, want) || !res.Complete {
+		t.Fatalf("got %v complete %v, want %v complete", got, res.Complete, want)
+	}
+	// After 4 of 50: one missing at a selectivity of 8% is 1/0.08×1.25
+	// ≈ 16 objects, so the smallest refill; sized for 5 it would be 79.
+	if len(batches) < 2 || len(batches[0]) != firstChunk || len(batches[1]) != minBatch {
+		sizes := []int{}
+		for _, b := range batches {
+			sizes = append(sizes, len(b))
+		}
+		t.Errorf("batches of %v objects, want %d then %d", sizes, firstChunk, minBatch)
 	}
 }
 
@@ -1066,5 +1101,31 @@ func TestQueryOpenFGAStopped(t *testing.T) {
 				t.Errorf("only %d calls: OpenFGA was not stopped mid-query", c.calls.Load())
 			}
 		})
+	}
+}
+
+// TestEstimateSmoothing: one unlucky query moves the estimate a little;
+// a lasting change moves it all the way within a few queries.
+func TestEstimateSmoothing(t *testing.T) {
+	var e estimate
+	for range 10 {
+		e.observe(10, 100)
+	}
+	if math.Abs(e.sel-0.1) > 1e-9 {
+		t.Fatalf("steady 10%%: estimate %v", e.sel)
+	}
+	e.observe(4, 100)
+	if e.sel < 0.085 || e.sel >= 0.1 {
+		t.Errorf("after one query at 4%%: estimate %v, want a little under 10%%", e.sel)
+	}
+	for range 20 {
+		e.observe(40, 100)
+	}
+	if math.Abs(e.sel-0.4) > 0.01 {
+		t.Errorf("after twenty queries at 40%%: estimate %v", e.sel)
+	}
+	e.observe(0, 0) // nothing judged: no change
+	if math.Abs(e.sel-0.4) > 0.01 || math.IsNaN(e.sel) {
+		t.Errorf("a query that judged nothing moved the estimate to %v", e.sel)
 	}
 }
