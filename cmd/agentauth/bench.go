@@ -269,6 +269,12 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		if err := m.Agents().Create(ctx, a); err != nil {
 			return err
 		}
+		// Now, not when the registry watcher gets to it: the first
+		// connection would be refused (and logged as an authentication
+		// error by the NATS server).
+		if err := m.syncAgents(ctx); err != nil {
+			return err
+		}
 		creds.URL = natsURL
 		f.creds = &creds
 		f.operator.nkey = keyPath(dir, adminKeyFile)

@@ -51,6 +51,7 @@ type Main struct {
 	ns        *natsembed.Server
 	minter    *minterHolder
 	cache     *agentCache
+	agentsMu  sync.Mutex // serializes syncAgents
 	verifier  handlers.TokenVerifier
 	userOK    bool
 	devIdP    http.Handler
@@ -209,14 +210,8 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 	if err := m.agents.Watch(bg, func() {
-		if err := m.cache.refresh(bg); err != nil && bg.Err() == nil {
-			m.Log.Error("agent registry changed but could not be read", "error", err)
-		}
-		if !m.Embedded() {
-			return
-		}
-		if err := m.applyAgents(bg); err != nil && bg.Err() == nil {
-			m.Log.Error("agent registry changed but the NATS authorization was not updated", "error", err)
+		if err := m.syncAgents(bg); err != nil && bg.Err() == nil {
+			m.Log.Error("agent registry changed but this instance did not take the change", "error", err)
 		}
 	}); err != nil {
 		return err
@@ -360,6 +355,24 @@ func (m *Main) loadAnonymousAgent() error {
 // applyAgents sets the embedded server's users from the registry: each
 // agent isolated by agents.PermissionsFor, and the anonymous agent (if
 // any) as the user of connections without credentials.
+// syncAgents brings this instance's view of the agent registry up to
+// date: the policies it serves by, and (embedded) the NATS authorization.
+// Calls are serialized, so the last to finish applied the newest list.
+func (m *Main) syncAgents(ctx context.Context) error {
+	m.agentsMu.Lock()
+	defer m.agentsMu.Unlock()
+	if err := m.cache.refresh(ctx); err != nil {
+		return fmt.Errorf("reading the agent registry: %w", err)
+	}
+	if !m.Embedded() {
+		return nil
+	}
+	if err := m.applyAgents(ctx); err != nil {
+		return fmt.Errorf("updating the NATS authorization: %w", err)
+	}
+	return nil
+}
+
 func (m *Main) applyAgents(ctx context.Context) error {
 	list, err := m.agents.List(ctx)
 	if err != nil {
