@@ -289,3 +289,64 @@ func (t *VaultToken) DecodeJSON(b []byte) error {
 	}
 	return err
 }
+
+// bool reads true or false.
+func (s *scanner) bool() (bool, error) {
+	s.ws()
+	for _, lit := range [...]string{"true", "false"} {
+		if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
+			s.i += len(lit)
+			return lit == "true", nil
+		}
+	}
+	return false, errNotSimple
+}
+
+// DecodeJSON decodes i (a sys.info reply, in the SDK) from a simple JSON
+// object, or returns an error for encoding/json to take over.
+func (i *SysInfo) DecodeJSON(b []byte) error {
+	s := scanner{b: b}
+	var v SysInfo
+	c := &v.Capabilities
+	err := s.object(func(k string) (err error) {
+		switch k {
+		case "service":
+			v.Service, err = s.str()
+		case "version":
+			v.Version, err = s.str()
+		case "instance":
+			v.Instance, err = s.str()
+		case "agent":
+			v.Agent, err = s.str()
+		case "server_time":
+			v.ServerTime, err = s.time()
+		case "capabilities":
+			// Into the same struct, as encoding/json does with a
+			// repeated key.
+			err = s.members(func(k string) (err error) {
+				switch k {
+				case "sys":
+					c.Sys, err = s.bool()
+				case "user":
+					c.User, err = s.bool()
+				case "vault":
+					c.Vault, err = s.bool()
+				case "approval":
+					c.Approval, err = s.bool()
+				case "retrieval":
+					c.Retrieval, err = s.bool()
+				default:
+					err = errNotSimple
+				}
+				return err
+			})
+		default:
+			err = errNotSimple
+		}
+		return err
+	})
+	if err == nil {
+		*i = v
+	}
+	return err
+}

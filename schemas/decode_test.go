@@ -14,6 +14,7 @@ var decoders = []func() fastDecoder{
 	func() fastDecoder { return new(ExchangeRequest) },
 	func() fastDecoder { return new(VaultTokenRequest) },
 	func() fastDecoder { return new(VaultToken) },
+	func() fastDecoder { return new(SysInfo) },
 }
 
 // checkFast: whenever a fast decoder accepts input, encoding/json accepts
@@ -58,6 +59,13 @@ var decodeSeeds = []string{
 	`{"expires_at":"2026-11-27T24:00:00Z"}`,
 	`{"expires_at":"2026-11-27T12:00:00+01:60"}`,
 	`{"expires_at":"2026-11-27T12:00:00.Z"}`,
+	`{"service":"agentauth","version":"dev","instance":"i1","agent":"a","server_time":"2026-11-27T12:00:00.5Z","capabilities":{"sys":true,"user":false,"vault":true,"approval":true,"retrieval":false}}`,
+	`{"capabilities":{"sys":true},"capabilities":{"user":true}}`,
+	`{"capabilities":{"sys":tru}}`,
+	`{"capabilities":{"sys":null}}`,
+	`{"capabilities":{"sys":truex}}`,
+	`{"capabilities":{"Sys":true}}`,
+	`{"capabilities":[]}`,
 }
 
 func TestFastDecodeAgreesWithEncodingJSON(t *testing.T) {

@@ -113,6 +113,9 @@ func TestAuditRequestAppendJSON(t *testing.T) {
 }
 
 func TestSysInfoAppendJSON(t *testing.T) {
+	if want, _ := json.Marshal(SysInfoRequest{}); string(SysInfoRequest{}.AppendJSON(nil)) != string(want) {
+		t.Errorf("SysInfoRequest.AppendJSON: %s, json.Marshal: %s", SysInfoRequest{}.AppendJSON(nil), want)
+	}
 	for _, s := range []SysInfo{
 		{},
 		{Service: "agentauth", Version: "1.2.3", Instance: "i<&>", Agent: "a1", ServerTime: time.Date(2026, 1, 2, 3, 4, 5, 60, time.UTC), Capabilities: Capabilities{Sys: true, Retrieval: true}},

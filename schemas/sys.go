@@ -22,6 +22,10 @@ var OpSysInfo = Op{
 // empty body is accepted as {}.
 type SysInfoRequest struct{}
 
+// AppendJSON appends {}, as json.Marshal writes it (the SDK sends one
+// with every sys.info).
+func (SysInfoRequest) AppendJSON(b []byte) []byte { return append(b, "{}"...) }
+
 // SysInfo is the data of a sys.info reply.
 type SysInfo struct {
 	Service      string       `json:"service"`
