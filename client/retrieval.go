@@ -15,7 +15,8 @@ func (c *Client) Query(ctx context.Context, userToken, query string, k int) (*sc
 }
 
 // QueryWith is Query with every option (relation, object type,
-// collection, consistency, strategy, a vector instead of text).
+// collection, consistency, strategy, a condition context, a vector
+// instead of text).
 func (c *Client) QueryWith(ctx context.Context, q schemas.RetrievalQuery) (*schemas.RetrievalResult, error) {
 	var out schemas.RetrievalResult
 	if err := c.Do(ctx, schemas.OpRetrievalQuery, q, &out); err != nil {

@@ -57,7 +57,7 @@ func (h *Retrieval) Query() bus.Handler {
 		}
 		res, err := h.Service.Query(ctx, retrieval.Query{
 			User: prefix + u.Subject, Text: in.Query, Vector: in.Vector, K: in.K, Relation: in.Relation, Type: in.ObjectType,
-			Collection: coll, Consistency: retrieval.Consistency(in.Consistency), Strategy: in.Strategy,
+			Collection: coll, Consistency: retrieval.Consistency(in.Consistency), Strategy: in.Strategy, Context: in.Context,
 		})
 		if err != nil {
 			return nil, err

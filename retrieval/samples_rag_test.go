@@ -23,20 +23,16 @@ const ragQueryText = "quarterly planning report budget"
 // again with the selectivity the first three taught it.
 var ragStrategies = []string{StrategyAuto, StrategyPostFilter, StrategyPreFilter, StrategyAuto}
 
-// contextChecker is the FGA with a fixed condition context: Query has no
-// field for one, so assertions that need a context (current_time, …) are
-// run through this Checker (and counted and logged as such).
-type contextChecker struct {
-	f   *FGA
-	ctx map[string]any
+// switchChecker asks the FGA it is switched to: one Service serves the
+// check groups of a store file, whose tests have their own OpenFGA stores.
+type switchChecker struct{ f *FGA }
+
+func (c *switchChecker) BatchCheckWith(ctx context.Context, user, relation string, objects []string, o FGAOptions) (map[string]bool, error) {
+	return c.f.BatchCheckWith(ctx, user, relation, objects, o)
 }
 
-func (c *contextChecker) BatchCheck(ctx context.Context, user, relation string, objects []string, cons Consistency) (map[string]bool, error) {
-	return c.f.BatchCheckWith(ctx, user, relation, objects, FGAOptions{Context: c.ctx, Consistency: cons})
-}
-
-func (c *contextChecker) ListObjects(ctx context.Context, user, relation, typ string, max int, cons Consistency) ([]string, bool, error) {
-	return c.f.ListObjectsWith(ctx, user, relation, typ, max, FGAOptions{Context: c.ctx, Consistency: cons})
+func (c *switchChecker) ListObjectsWith(ctx context.Context, user, relation, typ string, max int, o FGAOptions) ([]string, bool, error) {
+	return c.f.ListObjectsWith(ctx, user, relation, typ, max, o)
 }
 
 // sampleStoreFiles lists the store test files TestSampleStores loads.
@@ -105,9 +101,10 @@ func ragService(t *testing.T, checker Checker, docs []Document) *Service {
 
 // ragQueries asks s, with each of ragStrategies, for the top k documents
 // of collection coll that user has relation on, among objects of type
-// typ, and requires exactly the objects want (one document each),
-// complete, in rank order. It returns the number of queries run.
-func ragQueries(t *testing.T, s *Service, user, relation, typ, coll string, k int, want []string, oracle string) int {
+// typ, under the condition context cctx, and requires exactly the objects
+// want (one document each), complete, in rank order. It returns the
+// number of queries run.
+func ragQueries(t *testing.T, s *Service, user, relation, typ, coll string, cctx map[string]any, k int, want []string, oracle string) int {
 	t.Helper()
 	for qi, strategy := range ragStrategies {
 		label := strategy
@@ -116,7 +113,7 @@ func ragQueries(t *testing.T, s *Service, user, relation, typ, coll string, k in
 		}
 		res, err := s.Query(context.Background(), Query{
 			User: user, Text: ragQueryText, K: k, Relation: relation, Type: typ, Collection: coll,
-			Consistency: HigherConsistency, Strategy: strategy,
+			Consistency: HigherConsistency, Strategy: strategy, Context: cctx,
 		})
 		if err != nil {
 			t.Errorf("%s: %v", label, err)
@@ -236,19 +233,16 @@ func TestSampleStoresRAG(t *testing.T) {
 					}
 					objs = append(objs, lo.Type+":rag-never-granted")
 					docs := ragDocs(DefaultCollection, objs)
-					var checker Checker = f
 					if lo.Context != nil {
 						loContext += len(lo.Assertions)
-						t.Logf("%s: list_objects %s %s needs the condition context %v, which Query cannot carry: run through a Checker that adds it", name, lo.User, lo.Type, lo.Context)
-						checker = &contextChecker{f: f, ctx: lo.Context}
 					}
 					for _, relation := range slices.Sorted(maps.Keys(lo.Assertions)) {
 						want := slices.Compact(slices.Sorted(slices.Values(lo.Assertions[relation])))
 						assertions++
 						t.Run(fmt.Sprintf("%s/list_objects %d %s %s %s", name, li+1, lo.User, relation, lo.Type), func(t *testing.T) {
-							s := ragService(t, checker, docs)
+							s := ragService(t, f, docs)
 							documents += len(docs)
-							queries += ragQueries(t, s, lo.User, relation, lo.Type, DefaultCollection, len(docs), want, "OpenFGA's authors' list_objects")
+							queries += ragQueries(t, s, lo.User, relation, lo.Type, DefaultCollection, lo.Context, len(docs), want, "OpenFGA's authors' list_objects")
 						})
 					}
 				}
@@ -284,8 +278,8 @@ func TestSampleStoresRAG(t *testing.T) {
 				return
 			}
 			// One Service for the store file's check groups, its Checker
-			// switched to each group's OpenFGA store and context in turn.
-			checker := &contextChecker{}
+			// switched to each group's OpenFGA store in turn.
+			checker := &switchChecker{}
 			var docs []Document
 			for gi, g := range groups {
 				g.coll = fmt.Sprintf("g%d", gi)
@@ -295,7 +289,7 @@ func TestSampleStoresRAG(t *testing.T) {
 			documents += len(docs)
 			for _, g := range groups {
 				checkGroups++
-				checker.f, checker.ctx = g.f, g.ctx
+				checker.f = g.f
 				var want []string
 				for obj, ok := range g.objects {
 					if ok {
@@ -306,10 +300,9 @@ func TestSampleStoresRAG(t *testing.T) {
 				if g.ctx != nil {
 					b, _ := json.Marshal(g.ctx)
 					cj = " context " + string(b)
-					t.Logf("%s: check %s %s %s needs the condition context %s, which Query cannot carry: run through a Checker that adds it", g.test, g.user, g.relation, g.typ, b)
 				}
 				t.Run(fmt.Sprintf("%s/check %s %s %s%s", g.test, g.user, g.relation, g.typ, cj), func(t *testing.T) {
-					queries += ragQueries(t, s, g.user, g.relation, g.typ, g.coll, len(g.objects)+1, want, "OpenFGA's authors' check assertions")
+					queries += ragQueries(t, s, g.user, g.relation, g.typ, g.coll, g.ctx, len(g.objects)+1, want, "OpenFGA's authors' check assertions")
 				})
 			}
 		})

@@ -3,6 +3,7 @@ package retrieval
 import (
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -43,6 +44,7 @@ const (
 	MaxK              = 10000
 	DefaultRelation   = "can_view"
 	DefaultCollection = "default"
+	MaxContextKeys    = 64 // in a query's condition context
 )
 
 // Service is FGA for RAG: it ingests documents (Badger, the durable
@@ -139,6 +141,9 @@ type Query struct {
 	Collection  string // "": DefaultCollection
 	Consistency Consistency
 	Strategy    string // "" or StrategyAuto, StrategyPostFilter, StrategyPreFilter
+	// Context is the condition context of every check and list the query
+	// makes (OpenFGA conditions, e.g. {"current_time": "…"}); nil: none.
+	Context map[string]any
 }
 
 // Result is a query's answer.
@@ -694,7 +699,12 @@ func (s *Service) Query(ctx context.Context, q Query) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	r := &run{s: s, q: q, qv: qv, key: q.User + "\x00" + q.Relation + "\x00" + q.Type + "\x00" + q.Collection}
+	key := q.User + "\x00" + q.Relation + "\x00" + q.Type + "\x00" + q.Collection
+	if q.Context != nil {
+		b, _ := json.Marshal(q.Context) // checkQuery encoded it; map keys sorted
+		key += "\x00" + string(b)       // what a user may see depends on it
+	}
+	r := &run{s: s, q: q, qv: qv, key: key}
 	hits, err := r.do(ctx)
 	if err != nil {
 		return Result{}, err
@@ -748,6 +758,14 @@ func (s *Service) checkQuery(q *Query) error {
 	}
 	if len(q.Vector) == 0 && strings.TrimSpace(q.Text) == "" {
 		return invalid("the query has neither text nor vector")
+	}
+	if len(q.Context) > MaxContextKeys {
+		return invalid("the condition context has %d keys: at most %d", len(q.Context), MaxContextKeys)
+	}
+	if q.Context != nil {
+		if _, err := json.Marshal(q.Context); err != nil {
+			return invalid("the condition context is not JSON: %v", err)
+		}
 	}
 	return nil
 }
@@ -850,6 +868,11 @@ type run struct {
 	out       []cand
 }
 
+// fgaOptions are the query's consistency and condition context.
+func (r *run) fgaOptions() FGAOptions {
+	return FGAOptions{Consistency: r.q.Consistency, Context: r.q.Context}
+}
+
 func (r *run) low() float64 {
 	if r.s.LowSelectivity > 0 {
 		return r.s.LowSelectivity
@@ -896,7 +919,7 @@ func (r *run) preFilter(ctx context.Context) (hits []cand, ok bool, err error) {
 	}
 	var objects []string
 	for _, t := range types {
-		objs, truncated, err := s.Checker.ListObjects(ctx, r.q.User, r.q.Relation, t, maxObjects, r.q.Consistency)
+		objs, truncated, err := s.Checker.ListObjectsWith(ctx, r.q.User, r.q.Relation, t, maxObjects, r.fgaOptions())
 		r.calls++
 		if err != nil {
 			return nil, false, unavailable(err)
@@ -997,7 +1020,7 @@ func (r *run) postFilter(ctx context.Context, batch int) ([]cand, error) {
 				break
 			}
 		}
-		res, err := r.s.Checker.BatchCheck(ctx, r.q.User, r.q.Relation, objs, r.q.Consistency)
+		res, err := r.s.Checker.BatchCheckWith(ctx, r.q.User, r.q.Relation, objs, r.fgaOptions())
 		r.calls++
 		r.checks += len(objs)
 		if err != nil {

@@ -101,6 +101,7 @@ type memChecker struct {
 	allowed  map[string]bool // "user relation object"
 	batches  [][]string
 	lists    int
+	opts     []FGAOptions // of every call
 	listMax  int                  // > 0: ListObjects reports truncated from this many objects
 	batchErr func(call int) error // call counts from 1
 	listErr  error
@@ -120,7 +121,7 @@ func (m *memChecker) allow(user, relation string, objects ...string) {
 func (m *memChecker) reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.batches, m.lists = nil, 0
+	m.batches, m.lists, m.opts = nil, 0, nil
 }
 
 func (m *memChecker) calls() (batches [][]string, lists int) {
@@ -129,9 +130,10 @@ func (m *memChecker) calls() (batches [][]string, lists int) {
 	return slices.Clone(m.batches), m.lists
 }
 
-func (m *memChecker) BatchCheck(ctx context.Context, user, relation string, objects []string, c Consistency) (map[string]bool, error) {
+func (m *memChecker) BatchCheckWith(ctx context.Context, user, relation string, objects []string, o FGAOptions) (map[string]bool, error) {
 	m.mu.Lock()
 	m.batches = append(m.batches, slices.Clone(objects))
+	m.opts = append(m.opts, o)
 	n := len(m.batches)
 	m.mu.Unlock()
 	if m.batchErr != nil {
@@ -150,10 +152,11 @@ func (m *memChecker) BatchCheck(ctx context.Context, user, relation string, obje
 	return out, nil
 }
 
-func (m *memChecker) ListObjects(ctx context.Context, user, relation, typ string, max int, c Consistency) ([]string, bool, error) {
+func (m *memChecker) ListObjectsWith(ctx context.Context, user, relation, typ string, max int, o FGAOptions) ([]string, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lists++
+	m.opts = append(m.opts, o)
 	if m.listErr != nil {
 		return nil, false, m.listErr
 	}
@@ -881,18 +884,18 @@ type stopAfter struct {
 	stop  func()
 }
 
-func (c *stopAfter) BatchCheck(ctx context.Context, user, relation string, objects []string, cons Consistency) (map[string]bool, error) {
+func (c *stopAfter) BatchCheckWith(ctx context.Context, user, relation string, objects []string, o FGAOptions) (map[string]bool, error) {
 	if c.calls.Add(1) == c.n {
 		c.stop()
 	}
-	return c.Checker.BatchCheck(ctx, user, relation, objects, cons)
+	return c.Checker.BatchCheckWith(ctx, user, relation, objects, o)
 }
 
-func (c *stopAfter) ListObjects(ctx context.Context, user, relation, typ string, max int, cons Consistency) ([]string, bool, error) {
+func (c *stopAfter) ListObjectsWith(ctx context.Context, user, relation, typ string, max int, o FGAOptions) ([]string, bool, error) {
 	if c.calls.Add(1) == c.n {
 		c.stop()
 	}
-	return c.Checker.ListObjects(ctx, user, relation, typ, max, cons)
+	return c.Checker.ListObjectsWith(ctx, user, relation, typ, max, o)
 }
 
 // ragFixture is 5,000 documents (two per object, doc:0 … doc:2499) on a
@@ -1127,5 +1130,68 @@ func TestEstimateSmoothing(t *testing.T) {
 	e.observe(0, 0) // nothing judged: no change
 	if math.Abs(e.sel-0.4) > 0.01 || math.IsNaN(e.sel) {
 		t.Errorf("a query that judged nothing moved the estimate to %v", e.sel)
+	}
+}
+
+// TestQueryConditionContext: a query's condition context goes with every
+// check and list it makes, what was learnt under one context is not used
+// under another, and a context that cannot be sent is refused.
+func TestQueryConditionContext(t *testing.T) {
+	ctx := context.Background()
+	m := newMemChecker()
+	s := mustService(t, m)
+	c := ingestRandom(t, s, 400, 1, 9)
+	var objs []string
+	for i := 0; i < 400; i += 40 {
+		objs = append(objs, fmt.Sprint("doc:", i))
+	}
+	m.allow("user:c", "can_view", objs...)
+	q := randomUnit(rand.New(rand.NewPCG(9, 9)), 384)
+	at := map[string]any{"current_time": "2026-11-27T12:00:00Z", "ip": "10.0.0.1"}
+	for _, strategy := range []string{StrategyPostFilter, StrategyPreFilter, StrategyAuto} {
+		m.reset()
+		res, err := s.Query(ctx, Query{User: "user:c", Vector: q, K: 3, Strategy: strategy, Context: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := c.want(q, 3, func(o string) bool { return slices.Contains(objs, o) }); !slices.Equal(resultIDs(res), want) {
+			t.Errorf("%s: %v, want %v", strategy, resultIDs(res), want)
+		}
+		m.mu.Lock()
+		opts := slices.Clone(m.opts)
+		m.mu.Unlock()
+		if len(opts) == 0 {
+			t.Fatalf("%s: no FGA call", strategy)
+		}
+		for _, o := range opts {
+			if !maps.Equal(o.Context, at) {
+				t.Errorf("%s: an FGA call with context %v, want %v", strategy, o.Context, at)
+			}
+		}
+	}
+	var keys []string
+	s.estimates().mu.Lock()
+	for k := range s.estimates().m {
+		keys = append(keys, k)
+	}
+	s.estimates().mu.Unlock()
+	if len(keys) != 1 || !strings.Contains(keys[0], `"current_time":"2026-11-27T12:00:00Z"`) {
+		t.Errorf("estimates kept under %q, want one key that names the context", keys)
+	}
+
+	many := map[string]any{}
+	for i := range MaxContextKeys + 1 {
+		many[fmt.Sprint("k", i)] = i
+	}
+	for name, bad := range map[string]map[string]any{
+		"too many keys": many,
+		"not JSON":      {"f": func() {}},
+	} {
+		m.reset()
+		_, err := s.Query(ctx, Query{User: "user:c", Vector: q, K: 3, Context: bad})
+		batches, lists := m.calls()
+		if !errors.Is(err, ErrInvalid) || len(batches)+lists != 0 {
+			t.Errorf("context %s: %v after %d FGA calls; want ErrInvalid and none", name, err, len(batches)+lists)
+		}
 	}
 }

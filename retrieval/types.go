@@ -35,16 +35,17 @@ const (
 // Checker answers authorization questions (OpenFGA). Users and objects
 // are OpenFGA strings ("user:alice", "doc:2021-roadmap").
 type Checker interface {
-	// BatchCheck reports for each object whether user has relation on it:
+	// BatchCheckWith reports for each object whether user has relation on it:
 	// OpenFGA's server-side /batch-check, in chunks of at most 50 with
 	// correlation ids, chunks in parallel. Any error (an unavailable
 	// server, a timeout, a per-check error) is an error: callers fail
 	// closed.
-	BatchCheck(ctx context.Context, user, relation string, objects []string, c Consistency) (map[string]bool, error)
-	// ListObjects lists up to max objects of type typ on which user has
-	// relation. truncated is true when OpenFGA may have more (it returned
-	// max, or stopped at its deadline): never "no more".
-	ListObjects(ctx context.Context, user, relation, typ string, max int, c Consistency) (objects []string, truncated bool, err error)
+	// o carries the consistency preference and the condition context.
+	BatchCheckWith(ctx context.Context, user, relation string, objects []string, o FGAOptions) (map[string]bool, error)
+	// ListObjectsWith lists up to max objects of type typ on which user
+	// has relation. truncated is true when OpenFGA may have more (it
+	// returned max, or stopped at its deadline): never "no more".
+	ListObjectsWith(ctx context.Context, user, relation, typ string, max int, o FGAOptions) (objects []string, truncated bool, err error)
 }
 
 // Embedder turns texts into vectors of Dimensions() floats.

@@ -37,6 +37,9 @@ type RetrievalQuery struct {
 	Collection  string    `json:"collection,omitempty"`  // default "default"
 	Consistency string    `json:"consistency,omitempty"` // MINIMIZE_LATENCY or HIGHER_CONSISTENCY
 	Strategy    string    `json:"strategy,omitempty"`    // auto (default), post-filter, pre-filter
+	// Context is the condition context of the query's checks (OpenFGA
+	// conditions: {"current_time": "2026-11-27T12:00:00Z"}, …).
+	Context map[string]any `json:"context,omitempty"`
 }
 
 // RetrievalDoc is one permitted document.

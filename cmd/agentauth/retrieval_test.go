@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +116,91 @@ func TestRetrievalBadInput(t *testing.T) {
 	res, err := agent.Query(ctx, alice, "roadmap", 10)
 	if err != nil || len(res.Documents) != 0 || !res.Complete {
 		t.Fatalf("no tuples written: want an empty, complete answer, got %+v %v", res, err)
+	}
+}
+
+// TestRetrievalConditionContext: a model whose permission depends on a
+// condition is answered over the wire with the query's context, and
+// without the context it fails closed.
+func TestRetrievalConditionContext(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	dir := m.Config.DataDir
+	files := t.TempDir()
+	write := func(name, body string) string {
+		p := files + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	runCLI(t, "fga", "model", "write", write("model.fga", `model
+  schema 1.1
+
+type user
+
+type doc
+  relations
+    define viewer: [user, user with before]
+    define can_view: viewer
+
+condition before(now: int, until: int) {
+  now < until
+}
+`), "--data-dir", dir)
+	runCLI(t, "fga", "tuples", "write", write("tuples.yaml", `- user: user:dev-alice
+  relation: viewer
+  object: doc:open
+- user: user:dev-alice
+  relation: viewer
+  object: doc:timed
+  condition:
+    name: before
+    context:
+      until: 100
+`), "--data-dir", dir)
+	if out := runCLI(t, "docs", "ingest", write("docs.jsonl", `{"id": "open", "object": "doc:open", "text": "the open plan"}
+{"id": "timed", "object": "doc:timed", "text": "the timed plan"}
+{"id": "other", "object": "doc:other", "text": "the other plan"}
+`), "--data-dir", dir, "--nats-url", m.NATSURL(), "--no-progress"); !strings.Contains(out, "3 documents ingested") {
+		t.Fatalf("docs ingest: %s", out)
+	}
+	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
+	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ctx := context.Background()
+	alice := devToken(t, m, "alice")
+	for _, tc := range []struct {
+		now  int
+		want []string
+	}{{50, []string{"open", "timed"}}, {150, []string{"open"}}} {
+		for _, strategy := range []string{"post-filter", "pre-filter"} {
+			res, err := agent.QueryWith(ctx, schemas.RetrievalQuery{UserToken: alice, Query: "plan", K: 10, Strategy: strategy,
+				Consistency: "HIGHER_CONSISTENCY", Context: map[string]any{"now": tc.now}})
+			if err != nil {
+				t.Fatalf("now=%d %s: %v", tc.now, strategy, err)
+			}
+			var got []string
+			for _, d := range res.Documents {
+				got = append(got, d.ID)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) || !res.Complete {
+				t.Errorf("now=%d %s: %v complete=%v, want %v complete", tc.now, strategy, got, res.Complete, tc.want)
+			}
+		}
+	}
+	// Without the context OpenFGA cannot decide the timed document: the
+	// query fails closed rather than leave it out silently.
+	if res, err := agent.QueryWith(ctx, schemas.RetrievalQuery{UserToken: alice, Query: "plan", K: 10, Strategy: "post-filter"}); err == nil {
+		t.Fatalf("no context: %+v, want an error", res)
+	}
+	// A context that is not an object is refused by the schema.
+	var out schemas.RetrievalResult
+	err = agent.Do(ctx, schemas.OpRetrievalQuery, json.RawMessage(`{"user_token":"`+alice+`","query":"plan","context":"now=50"}`), &out)
+	if !isCode(err, schemas.CodeSchemaViolation) {
+		t.Fatalf("context as a string: %v, want %s", err, schemas.CodeSchemaViolation)
 	}
 }
