@@ -925,8 +925,9 @@ func (r *run) preFilter(ctx context.Context) (hits []cand, ok bool, err error) {
 			return nil, false, unavailable(err)
 		}
 		if truncated {
+			// The candidates judged so far are counted when the
+			// post-filter this falls back to ends.
 			e, _ := s.estimates().get(r.key)
-			e.observe(r.permitted, r.judged)
 			e.big, e.bigAt = true, s.now()
 			s.estimates().put(r.key, e)
 			return nil, false, nil
@@ -1157,8 +1158,8 @@ func (r *run) emit() {
 	}
 }
 
-// estimate is what a (user, relation, type, collection) was last seen
-// to be permitted on.
+// estimate is what a (user, relation, type, collection, condition
+// context) has been seen to be permitted on, lately.
 type estimate struct {
 	sel float64 // permitted share of candidates: permitted / judged
 	// Candidates judged and permitted, summed over queries with a decay:

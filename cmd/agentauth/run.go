@@ -352,9 +352,6 @@ func (m *Main) loadAnonymousAgent() error {
 	return nil
 }
 
-// applyAgents sets the embedded server's users from the registry: each
-// agent isolated by agents.PermissionsFor, and the anonymous agent (if
-// any) as the user of connections without credentials.
 // syncAgents brings this instance's view of the agent registry up to
 // date: the policies it serves by, and (embedded) the NATS authorization.
 // Calls are serialized, so the last to finish applied the newest list.
@@ -373,6 +370,9 @@ func (m *Main) syncAgents(ctx context.Context) error {
 	return nil
 }
 
+// applyAgents sets the embedded server's users from the registry: each
+// agent isolated by agents.PermissionsFor, and the anonymous agent (if
+// any) as the user of connections without credentials.
 func (m *Main) applyAgents(ctx context.Context) error {
 	list, err := m.agents.List(ctx)
 	if err != nil {
