@@ -13,6 +13,19 @@ import (
 	"github.com/agentauth/agentauth/schemas"
 )
 
+// researcher registers an agent whose policy may query the default
+// collection, and connects as it.
+func researcher(t *testing.T, m *Main) *client.Client {
+	t.Helper()
+	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
+	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Close() })
+	return agent
+}
+
 // TestRetrievalEndToEnd is the issue's "done when", as the README does
 // it: load a model and tuples, ingest documents, and two people asking
 // the same question through an agent get different, complete answers —
@@ -25,12 +38,7 @@ func TestRetrievalEndToEnd(t *testing.T) {
 	if out := runCLI(t, "docs", "ingest", "../../examples/rag/docs.jsonl", "--data-dir", dir, "--nats-url", m.NATSURL(), "--no-progress"); !strings.Contains(out, "7 documents ingested") {
 		t.Fatalf("docs ingest: %s", out)
 	}
-	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
-	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Close()
+	agent := researcher(t, m)
 	ctx := context.Background()
 	want := map[string][]string{
 		"alice": {"architecture", "handbook", "incident", "roadmap-1", "roadmap-2"},
@@ -80,12 +88,7 @@ func TestRetrievalBadInput(t *testing.T) {
 	m := MustMain(t, testConfig(t))
 	dir := m.Config.DataDir
 	runCLI(t, "fga", "model", "write", "../../examples/rag/model.fga", "--data-dir", dir)
-	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
-	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Close()
+	agent := researcher(t, m)
 	ctx := context.Background()
 	alice := devToken(t, m, "alice")
 	for _, tc := range []struct {
@@ -164,12 +167,7 @@ condition before(now: int, until: int) {
 `), "--data-dir", dir, "--nats-url", m.NATSURL(), "--no-progress"); !strings.Contains(out, "3 documents ingested") {
 		t.Fatalf("docs ingest: %s", out)
 	}
-	creds := MustRegister(t, m, "researcher", agents.Policy{Collections: []string{"default"}})
-	agent, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Close()
+	agent := researcher(t, m)
 	ctx := context.Background()
 	alice := devToken(t, m, "alice")
 	for _, tc := range []struct {
@@ -199,7 +197,7 @@ condition before(now: int, until: int) {
 	}
 	// A context that is not an object is refused by the schema.
 	var out schemas.RetrievalResult
-	err = agent.Do(ctx, schemas.OpRetrievalQuery, json.RawMessage(`{"user_token":"`+alice+`","query":"plan","context":"now=50"}`), &out)
+	err := agent.Do(ctx, schemas.OpRetrievalQuery, json.RawMessage(`{"user_token":"`+alice+`","query":"plan","context":"now=50"}`), &out)
 	if !isCode(err, schemas.CodeSchemaViolation) {
 		t.Fatalf("context as a string: %v, want %s", err, schemas.CodeSchemaViolation)
 	}
