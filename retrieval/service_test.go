@@ -101,7 +101,7 @@ type memChecker struct {
 	allowed  map[string]bool // "user relation object"
 	batches  [][]string
 	lists    int
-	opts     []FGAOptions // of every call
+	opts     []FGAOptions         // of every call
 	listMax  int                  // > 0: ListObjects reports truncated from this many objects
 	batchErr func(call int) error // call counts from 1
 	listErr  error
