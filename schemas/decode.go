@@ -108,6 +108,18 @@ func (s *scanner) int() (int, error) {
 	return n, nil
 }
 
+// decodeInto decodes b, a simple JSON object, into *out: member reads
+// the value of each key into v. *out is set only when all of b decoded.
+func decodeInto[T any](b []byte, out *T, member func(s *scanner, v *T, key string) error) error {
+	s := scanner{b: b}
+	var v T
+	err := s.object(func(k string) error { return member(&s, &v, k) })
+	if err == nil {
+		*out = v
+	}
+	return err
+}
+
 // object calls member for each key, which must consume the value; the
 // object must be the whole input.
 func (s *scanner) object(member func(key string) error) error {
@@ -124,9 +136,7 @@ func (s *scanner) object(member func(key string) error) error {
 // DecodeJSON decodes r from a simple JSON object, or returns an error
 // for encoding/json to take over (bus.DecodeData does).
 func (r *WhoAmIRequest) DecodeJSON(b []byte) error {
-	s := scanner{b: b}
-	var v WhoAmIRequest
-	err := s.object(func(k string) (err error) {
+	return decodeInto(b, r, func(s *scanner, v *WhoAmIRequest, k string) (err error) {
 		switch k {
 		case "user_token":
 			v.UserToken, err = s.str()
@@ -135,18 +145,12 @@ func (r *WhoAmIRequest) DecodeJSON(b []byte) error {
 		}
 		return err
 	})
-	if err == nil {
-		*r = v
-	}
-	return err
 }
 
 // DecodeJSON decodes r from a simple JSON object, or returns an error
 // for encoding/json to take over.
 func (r *ExchangeRequest) DecodeJSON(b []byte) error {
-	s := scanner{b: b}
-	var v ExchangeRequest
-	err := s.object(func(k string) (err error) {
+	return decodeInto(b, r, func(s *scanner, v *ExchangeRequest, k string) (err error) {
 		switch k {
 		case "user_token":
 			v.UserToken, err = s.str()
@@ -161,18 +165,12 @@ func (r *ExchangeRequest) DecodeJSON(b []byte) error {
 		}
 		return err
 	})
-	if err == nil {
-		*r = v
-	}
-	return err
 }
 
 // DecodeJSON decodes r from a simple JSON object, or returns an error
 // for encoding/json to take over.
 func (r *VaultTokenRequest) DecodeJSON(b []byte) error {
-	s := scanner{b: b}
-	var v VaultTokenRequest
-	err := s.object(func(k string) (err error) {
+	return decodeInto(b, r, func(s *scanner, v *VaultTokenRequest, k string) (err error) {
 		switch k {
 		case "user_token":
 			v.UserToken, err = s.str()
@@ -185,10 +183,6 @@ func (r *VaultTokenRequest) DecodeJSON(b []byte) error {
 		}
 		return err
 	})
-	if err == nil {
-		*r = v
-	}
-	return err
 }
 
 // time reads a timestamp string as time.Time's UnmarshalJSON does.
@@ -249,9 +243,7 @@ func (s *scanner) members(member func(key string) error) error {
 // DecodeJSON decodes t (a vault.token reply, in the SDK) from a simple
 // JSON object, or returns an error for encoding/json to take over.
 func (t *VaultToken) DecodeJSON(b []byte) error {
-	s := scanner{b: b}
-	var v VaultToken
-	err := s.object(func(k string) (err error) {
+	return decodeInto(b, t, func(s *scanner, v *VaultToken, k string) (err error) {
 		switch k {
 		case "connection":
 			v.Connection, err = s.str()
@@ -284,10 +276,6 @@ func (t *VaultToken) DecodeJSON(b []byte) error {
 		}
 		return err
 	})
-	if err == nil {
-		*t = v
-	}
-	return err
 }
 
 // bool reads true or false.
@@ -305,10 +293,8 @@ func (s *scanner) bool() (bool, error) {
 // DecodeJSON decodes i (a sys.info reply, in the SDK) from a simple JSON
 // object, or returns an error for encoding/json to take over.
 func (i *SysInfo) DecodeJSON(b []byte) error {
-	s := scanner{b: b}
-	var v SysInfo
-	c := &v.Capabilities
-	err := s.object(func(k string) (err error) {
+	return decodeInto(b, i, func(s *scanner, v *SysInfo, k string) (err error) {
+		c := &v.Capabilities
 		switch k {
 		case "service":
 			v.Service, err = s.str()
@@ -345,8 +331,4 @@ func (i *SysInfo) DecodeJSON(b []byte) error {
 		}
 		return err
 	})
-	if err == nil {
-		*i = v
-	}
-	return err
 }
