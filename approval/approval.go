@@ -10,7 +10,7 @@ package approval
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/base32"
 	"encoding/json"
 	"time"
 	"unicode"
@@ -126,12 +126,16 @@ type Decision struct {
 	By      string // the approval app's principal id, or "web"
 }
 
-// newID returns an auth_req_id: 256 bits from crypto/rand, base64url.
+// newID returns an auth_req_id: 256 bits from crypto/rand in unpadded
+// base32 (52 characters, A–Z and 2–7). Not base64url: an id that starts
+// with "-" reads as a flag to `agentauth approvals show ID`.
 func newID() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go ≥ 1.24)
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	return idEncoding.EncodeToString(b[:])
 }
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // ValidBindingMessage checks a binding message: required, at most
 // MaxBindingMessage characters, valid UTF-8, and only graphic characters

@@ -300,7 +300,7 @@ func deny(id string) approval.Decision {
 
 var quiet = slog.New(slog.DiscardHandler)
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
+var idPattern = regexp.MustCompile(`^[A-Z2-7]{52}$`)
 
 func TestApprovalRequestStoredAndNotified(t *testing.T) {
 	e := newEnv(t)
@@ -309,7 +309,7 @@ func TestApprovalRequestStoredAndNotified(t *testing.T) {
 		n.Data.AuthorizationDetails = raw(`{ "type" : "purchase", "item":"Go & <friends> édition","amount":32.50,"currency":"EUR","merchant":"Shop" }`)
 	})
 	if !idPattern.MatchString(r.ID) {
-		t.Errorf("auth_req_id %q: want 43 base64url characters (256 bits)", r.ID)
+		t.Errorf("auth_req_id %q: want 52 base32 characters (256 bits)", r.ID)
 	}
 	got := e.stored(t, r.ID) // stored before Request returned
 	if got.State != schemas.ApprovalPending || got.Interval != 5 || !got.Expires.Equal(now.Add(300*time.Second)) {
