@@ -9,7 +9,8 @@ package approval
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
 	"time"
@@ -85,9 +86,12 @@ type Request struct {
 // bus.ApprovalStore (JetStream KV). All methods are safe for concurrent
 // use, also from several agentauth instances.
 type Store interface {
-	// Create stores a new request. If the agent already used r.EventID,
-	// it stores nothing and returns the stored request and ErrDuplicate.
-	// For each (agent, event id) exactly one call returns a nil error.
+	// Create stores a new request under r.ID, which the Service derives
+	// from (r.Agent, r.EventID): a retried request carries the same id.
+	// If a request with that id is stored already, Create stores nothing
+	// and returns the stored request and ErrDuplicate (an error if the
+	// stored one is another agent's or event's). For each id exactly one
+	// call returns a nil error.
 	Create(ctx context.Context, r Request) (Request, error)
 	// Get returns a request and its revision; ErrNotFound.
 	Get(ctx context.Context, id string) (Request, uint64, error)
@@ -126,13 +130,19 @@ type Decision struct {
 	By      string // the approval app's principal id, or "web"
 }
 
-// newID returns an auth_req_id: 256 bits from crypto/rand in unpadded
-// base32 (52 characters, A–Z and 2–7). Not base64url: an id that starts
-// with "-" reads as a flag to `agentauth approvals show ID`.
-func newID() string {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go ≥ 1.24)
-	return idEncoding.EncodeToString(b[:])
+// deriveID returns the auth_req_id of the agent's request event: the
+// HMAC-SHA256 under key of the agent id and the CloudEvent id, in
+// unpadded base32 (52 characters, A–Z and 2–7). A retry of the request
+// gets the same id, so one create-if-absent write makes it idempotent;
+// without the key nobody can predict an id (256 pseudo-random bits).
+// Not base64url: an id that starts with "-" reads as a flag to
+// `agentauth approvals show ID`.
+func deriveID(key []byte, agent, eventID string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(agent))
+	m.Write([]byte{0}) // agent ids have no NUL: the pair is unambiguous
+	m.Write([]byte(eventID))
+	return idEncoding.EncodeToString(m.Sum(nil))
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

@@ -2,6 +2,7 @@ package approval
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"slices"
@@ -57,8 +58,15 @@ type Service struct {
 	// Types checks authorization details; nil refuses every detail.
 	Types    *TypeRegistry
 	TokenTTL time.Duration // lifetime of minted tokens; default 5 min
-	Now      func() time.Time
-	Log      *slog.Logger
+	// IDKey derives auth_req_ids from the agent and the request's
+	// CloudEvent id (HMAC-SHA256): instances sharing a Store must share
+	// it. nil: a random key for this Service alone.
+	IDKey []byte
+	Now   func() time.Time
+	Log   *slog.Logger
+
+	idKeyOnce sync.Once
+	idKey     []byte
 }
 
 // maxCAS bounds the read-modify-write rounds of one operation: conflicts
@@ -81,6 +89,17 @@ func (s *Service) log() *slog.Logger {
 		return s.Log
 	}
 	return slog.Default()
+}
+
+func (s *Service) newID(agent, eventID string) string {
+	s.idKeyOnce.Do(func() {
+		s.idKey = s.IDKey
+		if len(s.idKey) == 0 {
+			s.idKey = make([]byte, 32)
+			_, _ = rand.Read(s.idKey) // never fails (crypto/rand, Go ≥ 1.24)
+		}
+	})
+	return deriveID(s.idKey, agent, eventID)
 }
 
 func (s *Service) tokenTTL() time.Duration {
@@ -136,7 +155,7 @@ func (s *Service) Request(ctx context.Context, n NewRequest) (Request, error) {
 	}
 	now := s.now()
 	r := Request{
-		ID: newID(), Agent: n.Agent.ID, User: n.User, BindingMessage: d.BindingMessage,
+		ID: s.newID(n.Agent.ID, n.EventID), Agent: n.Agent.ID, User: n.User, BindingMessage: d.BindingMessage,
 		Audience: d.Audience, Scopes: slices.Clone(d.Scopes), AuthorizationDetails: details,
 		Created: now, Expires: now.Add(expiry), Interval: DefaultInterval,
 		State: schemas.ApprovalPending, EventID: n.EventID,

@@ -2,8 +2,6 @@ package bus
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentauth/agentauth/approval"
+	"github.com/agentauth/agentauth/schemas"
 )
 
 // ApprovalsBucket is the KV bucket of approval requests.
@@ -27,11 +26,12 @@ const ApprovalsBucket = "AGENTAUTH_APPROVALS"
 // the lifecycle for good.
 const ApprovalRetention = 7 * 24 * time.Hour
 
-// ApprovalStore keeps approval requests in a JetStream KV bucket: a
-// request under req.<auth_req_id>, and the id under
-// idem.<agent>.<base64url(sha256(event id))> so that a retried request
-// finds the first one. Every change is revision-checked, so decisions are
-// single across agentauth instances. Safe for concurrent use.
+// ApprovalStore keeps approval requests in a JetStream KV bucket, each
+// under req.<auth_req_id>. The id is derived from the agent and the
+// request's CloudEvent id (approval.Service), so creating the key if
+// absent is what makes a retried request find the first one. Every change
+// is revision-checked, so decisions are single across agentauth
+// instances. Safe for concurrent use.
 type ApprovalStore struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
@@ -64,33 +64,13 @@ var approvalIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func requestKey(id string) string { return "req." + id }
 
-func idemKey(agent, eventID string) string {
-	h := sha256.Sum256([]byte(eventID))
-	return "idem." + agent + "." + base64.RawURLEncoding.EncodeToString(h[:])
-}
-
-// Create stores a new request. The idempotency key is written first with
-// create-if-absent: the first writer's id stands. The request is then
-// created under that id; if it is there already (a retry, or a concurrent
-// duplicate that got there first) nothing is written and the stored
-// request is returned with approval.ErrDuplicate. A caller that finds the
-// idempotency key but no request (its writer stopped in between) stores
-// the request under that id itself and gets a nil error, so exactly one
-// caller per event id gets nil.
+// Create stores a new request with one create-if-absent write. If the id
+// is taken (a retry, or a concurrent duplicate that got there first)
+// nothing is written and the stored request is returned with
+// approval.ErrDuplicate, so exactly one caller per id gets nil.
 func (s *ApprovalStore) Create(ctx context.Context, r approval.Request) (approval.Request, error) {
 	if !approvalIDPattern.MatchString(r.ID) {
 		return approval.Request{}, fmt.Errorf("approval create: invalid id")
-	}
-	ik := idemKey(r.Agent, r.EventID)
-	if _, err := s.kv.Create(ctx, ik, []byte(r.ID)); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return approval.Request{}, fmt.Errorf("approval create: %w", err)
-		}
-		e, err := s.kv.Get(ctx, ik)
-		if err != nil {
-			return approval.Request{}, fmt.Errorf("approval create: idempotency key: %w", err)
-		}
-		r.ID = string(e.Value())
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -103,6 +83,9 @@ func (s *ApprovalStore) Create(ctx context.Context, r approval.Request) (approva
 		got, _, err := s.Get(ctx, r.ID)
 		if err != nil {
 			return approval.Request{}, fmt.Errorf("approval create: %w", err)
+		}
+		if got.Agent != r.Agent || got.EventID != r.EventID {
+			return approval.Request{}, fmt.Errorf("approval create: auth_req_id %s is another request's (agent %s)", schemas.Fingerprint(r.ID), got.Agent)
 		}
 		return got, approval.ErrDuplicate
 	}

@@ -79,30 +79,37 @@ func TestApprovalStoreCreateGetUpdate(t *testing.T) {
 	}
 }
 
-func TestApprovalStoreDuplicateEventID(t *testing.T) {
+// TestApprovalStoreDuplicate: the id is derived from the agent and the
+// event (approval.Service), so a retry carries the first one's id and
+// finds it stored; an id that is another request's is an error.
+func TestApprovalStoreDuplicate(t *testing.T) {
 	st, _ := mustApprovalStore(t)
 	ctx := t.Context()
-	first, err := st.Create(ctx, testApproval("first", "shopper", "ev-1"))
+	first, err := st.Create(ctx, testApproval("id-1", "shopper", "ev-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := st.Create(ctx, testApproval("second", "shopper", "ev-1"))
-	if !errors.Is(err, approval.ErrDuplicate) || got.ID != first.ID {
-		t.Fatalf("retry: got %s, %v; want %s, ErrDuplicate", got.ID, err, first.ID)
+	retry := testApproval("id-1", "shopper", "ev-1")
+	retry.BindingMessage = "Buy another book"
+	got, err := st.Create(ctx, retry)
+	if !errors.Is(err, approval.ErrDuplicate) || got.ID != first.ID || got.BindingMessage != first.BindingMessage {
+		t.Fatalf("retry: got %+v, %v; want the first request and ErrDuplicate", got, err)
 	}
-	if _, _, err := st.Get(ctx, "second"); !errors.Is(err, approval.ErrNotFound) {
-		t.Errorf("the retry stored a second request: %v", err)
+	if _, err := st.Create(ctx, testApproval("id-1", "other-agent", "ev-1")); err == nil || errors.Is(err, approval.ErrDuplicate) {
+		t.Errorf("another agent's request under a taken id: %v; want an error", err)
 	}
-	if got, err := st.Create(ctx, testApproval("other", "other-agent", "ev-1")); err != nil || got.ID != "other" {
-		t.Errorf("another agent's event with the same id: %s, %v", got.ID, err)
+	if r, _, err := st.Get(ctx, "id-1"); err != nil || r.Agent != "shopper" || r.BindingMessage != first.BindingMessage {
+		t.Errorf("after the refused creates: %+v, %v", r, err)
 	}
-	// Concurrent duplicates: exactly one caller stores, all see its id.
+	// Concurrent duplicates: exactly one caller stores, all see its request.
 	var mu sync.Mutex
-	stored, ids := 0, map[string]bool{}
+	stored, msgs := 0, map[string]bool{}
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {
-			got, err := st.Create(ctx, testApproval(fmt.Sprintf("c%d", i), "shopper", "ev-concurrent"))
+			r := testApproval("id-concurrent", "shopper", "ev-concurrent")
+			r.BindingMessage = fmt.Sprintf("Buy book %d", i)
+			got, err := st.Create(ctx, r)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -111,30 +118,12 @@ func TestApprovalStoreDuplicateEventID(t *testing.T) {
 			case !errors.Is(err, approval.ErrDuplicate):
 				t.Error(err)
 			}
-			ids[got.ID] = true
+			msgs[got.BindingMessage] = true
 		})
 	}
 	wg.Wait()
-	if stored != 1 || len(ids) != 1 {
-		t.Errorf("20 concurrent creates: %d stored, ids %v; want 1 and one id", stored, ids)
-	}
-}
-
-// TestApprovalStoreCreateAfterInterruptedCreate: a writer that stopped
-// between the idempotency key and the request leaves the key; the retry
-// stores the request under the key's id and is the one that stored it.
-func TestApprovalStoreCreateAfterInterruptedCreate(t *testing.T) {
-	st, _ := mustApprovalStore(t)
-	ctx := t.Context()
-	if _, err := st.kv.Create(ctx, idemKey("shopper", "ev-1"), []byte("orphan")); err != nil {
-		t.Fatal(err)
-	}
-	got, err := st.Create(ctx, testApproval("retry", "shopper", "ev-1"))
-	if err != nil || got.ID != "orphan" {
-		t.Fatalf("got %s, %v; want orphan, nil", got.ID, err)
-	}
-	if r, _, err := st.Get(ctx, "orphan"); err != nil || r.ID != "orphan" {
-		t.Fatalf("get: %+v, %v", r, err)
+	if stored != 1 || len(msgs) != 1 {
+		t.Errorf("20 concurrent creates: %d stored, requests %v; want 1 and one request", stored, msgs)
 	}
 }
 

@@ -35,6 +35,7 @@ func (m *Main) setupApproval(ctx, bg context.Context) error {
 		Sealer: m.sealer,
 		Agents: m.cache,
 		Types:  types,
+		IDKey:  m.approvalIDKey,
 		Log:    m.Log,
 	}
 	go func() {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -48,21 +50,23 @@ type Main struct {
 	Instance string
 	Registry *prometheus.Registry
 
-	ns        *natsembed.Server
-	minter    *minterHolder
-	cache     *agentCache
-	agentsMu  sync.Mutex // serializes syncAgents
-	verifier  handlers.TokenVerifier
-	userOK    bool
-	devIdP    http.Handler
-	login     *handlers.Login
-	user      *handlers.User
-	vault     *vault.Service
-	approval  *approval.Service
-	retrieval *retrieval.Service
-	fga       *retrieval.FGA
-	stopFGA   func() // the embedded OpenFGA
-	inbox     *handlers.Inbox
+	ns       *natsembed.Server
+	minter   *minterHolder
+	cache    *agentCache
+	agentsMu sync.Mutex // serializes syncAgents
+
+	approvalIDKey []byte // derives auth_req_ids (approval.Service.IDKey)
+	verifier      handlers.TokenVerifier
+	userOK        bool
+	devIdP        http.Handler
+	login         *handlers.Login
+	user          *handlers.User
+	vault         *vault.Service
+	approval      *approval.Service
+	retrieval     *retrieval.Service
+	fga           *retrieval.FGA
+	stopFGA       func() // the embedded OpenFGA
+	inbox         *handlers.Inbox
 	// defaultIssuer is the first configured issuer: the one a login_hint
 	// names a subject at.
 	defaultIssuer string
@@ -125,6 +129,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if m.sealer, err = agents.NewSealer(sealSeed); err != nil {
+		return err
+	}
+	// Every instance has the sealing key (agents seal to it), so ids
+	// derived from it agree across instances.
+	if m.approvalIDKey, err = hkdf.Key(sha256.New, sealSeed, nil, "agentauth approval auth_req_id v1", 32); err != nil {
 		return err
 	}
 	m.Registry = prometheus.NewRegistry()
