@@ -10,6 +10,7 @@ package approval
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -86,14 +87,15 @@ type Request struct {
 // bus.ApprovalStore (JetStream KV). All methods are safe for concurrent
 // use, also from several agentauth instances.
 type Store interface {
-	// Create stores a new request under r.ID, which the Service derives
-	// from (r.Agent, r.EventID): a retried request carries the same id.
-	// If a request with that id is stored already, Create stores nothing
-	// and returns the stored request and ErrDuplicate (an error if the
-	// stored one is another agent's or event's). For each id exactly one
-	// call returns a nil error.
+	// Create stores a new request under RecordKey(r.ID), which the
+	// Service derives from (r.Agent, r.EventID): a retried request has
+	// the same record key. If a request is stored under it already,
+	// Create stores nothing and returns the stored request and
+	// ErrDuplicate (an error if the stored one is another agent's or
+	// event's). For each record key exactly one call returns nil.
 	Create(ctx context.Context, r Request) (Request, error)
-	// Get returns a request and its revision; ErrNotFound.
+	// Get returns the request stored under RecordKey(id) if its ID is
+	// id, and its revision; ErrNotFound otherwise.
 	Get(ctx context.Context, id string) (Request, uint64, error)
 	// Update replaces a request if its revision is still revision and
 	// returns the new revision; ErrConflict when it moved.
@@ -130,22 +132,47 @@ type Decision struct {
 	By      string // the approval app's principal id, or "web"
 }
 
-// deriveID returns the auth_req_id of the agent's request event: the
-// HMAC-SHA256 under key of the agent id and the CloudEvent id, in
-// unpadded base32 (52 characters, A–Z and 2–7). A retry of the request
-// gets the same id, so one create-if-absent write makes it idempotent;
-// without the key nobody can predict an id (256 pseudo-random bits).
-// Not base64url: an id that starts with "-" reads as a flag to
-// `agentauth approvals show ID`.
-func deriveID(key []byte, agent, eventID string) string {
+// An auth_req_id is 52 characters of unpadded base32 (A–Z, 2–7: none
+// starts with "-", which would read as a flag to `agentauth approvals
+// show ID`): the request's record key, 128 bits of HMAC-SHA256 under the
+// service's key of the agent id and the request's CloudEvent id, then 128
+// bits from crypto/rand. A retry of the request derives the same record
+// key, so one create-if-absent write makes requests idempotent (the
+// retry gets the stored id back); the random half makes every id
+// unguessable by itself, as SECURITY.md asks.
+const (
+	idKeyLen = 26 // base32 of 16 bytes
+	idLen    = 2 * idKeyLen
+)
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// recordKeyFor is the record key of the agent's request event.
+func recordKeyFor(key []byte, agent, eventID string) string {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(agent))
 	m.Write([]byte{0}) // agent ids have no NUL: the pair is unambiguous
 	m.Write([]byte(eventID))
-	return idEncoding.EncodeToString(m.Sum(nil))
+	return idEncoding.EncodeToString(m.Sum(nil)[:16])
 }
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+// newID returns a new auth_req_id under the given record key.
+func newID(recordKey string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go ≥ 1.24)
+	return recordKey + idEncoding.EncodeToString(b[:])
+}
+
+// RecordKey is the key an auth_req_id's request is stored under: its
+// first half (ids of earlier versions, which are not 52 characters, are
+// their own key). A Store must check that the stored request's ID is the
+// whole id asked for.
+func RecordKey(id string) string {
+	if len(id) == idLen {
+		return id[:idKeyLen]
+	}
+	return id
+}
 
 // ValidBindingMessage checks a binding message: required, at most
 // MaxBindingMessage characters, valid UTF-8, and only graphic characters

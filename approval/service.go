@@ -58,9 +58,10 @@ type Service struct {
 	// Types checks authorization details; nil refuses every detail.
 	Types    *TypeRegistry
 	TokenTTL time.Duration // lifetime of minted tokens; default 5 min
-	// IDKey derives auth_req_ids from the agent and the request's
-	// CloudEvent id (HMAC-SHA256): instances sharing a Store must share
-	// it. nil: a random key for this Service alone.
+	// IDKey derives the record key of a request from the agent and the
+	// request's CloudEvent id (HMAC-SHA256; see RecordKey): instances
+	// sharing a Store must share it. nil: a random key for this Service
+	// alone.
 	IDKey []byte
 	Now   func() time.Time
 	Log   *slog.Logger
@@ -92,6 +93,10 @@ func (s *Service) log() *slog.Logger {
 }
 
 func (s *Service) newID(agent, eventID string) string {
+	return newID(s.recordKey(agent, eventID))
+}
+
+func (s *Service) recordKey(agent, eventID string) string {
 	s.idKeyOnce.Do(func() {
 		s.idKey = s.IDKey
 		if len(s.idKey) == 0 {
@@ -99,7 +104,7 @@ func (s *Service) newID(agent, eventID string) string {
 			_, _ = rand.Read(s.idKey) // never fails (crypto/rand, Go ≥ 1.24)
 		}
 	})
-	return deriveID(s.idKey, agent, eventID)
+	return recordKeyFor(s.idKey, agent, eventID)
 }
 
 func (s *Service) tokenTTL() time.Duration {

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,11 +28,11 @@ const ApprovalsBucket = "AGENTAUTH_APPROVALS"
 const ApprovalRetention = 7 * 24 * time.Hour
 
 // ApprovalStore keeps approval requests in a JetStream KV bucket, each
-// under req.<auth_req_id>. The id is derived from the agent and the
-// request's CloudEvent id (approval.Service), so creating the key if
-// absent is what makes a retried request find the first one. Every change
-// is revision-checked, so decisions are single across agentauth
-// instances. Safe for concurrent use.
+// under req.<approval.RecordKey(auth_req_id)>. The record key is derived
+// from the agent and the request's CloudEvent id (approval.Service), so
+// creating the key if absent is what makes a retried request find the
+// first one. Every change is revision-checked, so decisions are single
+// across agentauth instances. Safe for concurrent use.
 type ApprovalStore struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
@@ -62,12 +63,13 @@ func NewApprovalStore(ctx context.Context, js jetstream.JetStream, replicas int)
 // anything else from reaching key syntax (dots, wildcards).
 var approvalIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-func requestKey(id string) string { return "req." + id }
+// requestKey is the KV key of the request with auth_req_id id.
+func requestKey(id string) string { return "req." + approval.RecordKey(id) }
 
-// Create stores a new request with one create-if-absent write. If the id
-// is taken (a retry, or a concurrent duplicate that got there first)
-// nothing is written and the stored request is returned with
-// approval.ErrDuplicate, so exactly one caller per id gets nil.
+// Create stores a new request with one create-if-absent write. If its
+// record key is taken (a retry, or a concurrent duplicate that got there
+// first) nothing is written and the stored request is returned with
+// approval.ErrDuplicate, so exactly one caller per record key gets nil.
 func (s *ApprovalStore) Create(ctx context.Context, r approval.Request) (approval.Request, error) {
 	if !approvalIDPattern.MatchString(r.ID) {
 		return approval.Request{}, fmt.Errorf("approval create: invalid id")
@@ -80,12 +82,12 @@ func (s *ApprovalStore) Create(ctx context.Context, r approval.Request) (approva
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return approval.Request{}, fmt.Errorf("approval create: %w", err)
 		}
-		got, _, err := s.Get(ctx, r.ID)
+		got, _, err := s.record(ctx, r.ID)
 		if err != nil {
 			return approval.Request{}, fmt.Errorf("approval create: %w", err)
 		}
 		if got.Agent != r.Agent || got.EventID != r.EventID {
-			return approval.Request{}, fmt.Errorf("approval create: auth_req_id %s is another request's (agent %s)", schemas.Fingerprint(r.ID), got.Agent)
+			return approval.Request{}, fmt.Errorf("approval create: the record key of auth_req_id %s is another request's (agent %s)", schemas.Fingerprint(r.ID), got.Agent)
 		}
 		return got, approval.ErrDuplicate
 	}
@@ -97,6 +99,19 @@ func (s *ApprovalStore) Get(ctx context.Context, id string) (approval.Request, u
 	if !approvalIDPattern.MatchString(id) {
 		return approval.Request{}, 0, approval.ErrNotFound
 	}
+	r, rev, err := s.record(ctx, id)
+	if err != nil {
+		return approval.Request{}, 0, err
+	}
+	// The record key is half the id: the other half must match too.
+	if subtle.ConstantTimeCompare([]byte(r.ID), []byte(id)) != 1 {
+		return approval.Request{}, 0, approval.ErrNotFound
+	}
+	return r, rev, nil
+}
+
+// record reads the request stored under id's record key, whatever its id.
+func (s *ApprovalStore) record(ctx context.Context, id string) (approval.Request, uint64, error) {
 	e, err := s.kv.Get(ctx, requestKey(id))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {

@@ -101,6 +101,24 @@ func TestApprovalStoreDuplicate(t *testing.T) {
 	if r, _, err := st.Get(ctx, "id-1"); err != nil || r.Agent != "shopper" || r.BindingMessage != first.BindingMessage {
 		t.Errorf("after the refused creates: %+v, %v", r, err)
 	}
+	// Real ids: the record key is their first half; the other half must
+	// match too.
+	rk := "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	realID, otherID := rk+"AAAAAAAAAAAAAAAAAAAAAAAAAA", rk+"BBBBBBBBBBBBBBBBBBBBBBBBBB"
+	if _, err := st.Create(ctx, testApproval(realID, "shopper", "ev-2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Create(ctx, testApproval(otherID, "shopper", "ev-2")); !errors.Is(err, approval.ErrDuplicate) || got.ID != realID {
+		t.Errorf("retry with a fresh random half: %s, %v; want %s and ErrDuplicate", got.ID, err, realID)
+	}
+	if r, _, err := st.Get(ctx, realID); err != nil || r.ID != realID {
+		t.Errorf("get %s: %s, %v", realID, r.ID, err)
+	}
+	for _, id := range []string{otherID, rk} {
+		if _, _, err := st.Get(ctx, id); !errors.Is(err, approval.ErrNotFound) {
+			t.Errorf("get %s (the record key's, another random half or none): %v; want ErrNotFound", id, err)
+		}
+	}
 	// Concurrent duplicates: exactly one caller stores, all see its request.
 	var mu sync.Mutex
 	stored, msgs := 0, map[string]bool{}
