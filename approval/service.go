@@ -600,21 +600,33 @@ func (e *expirer) fire(id string) {
 		return
 	}
 	if r.State != schemas.ApprovalPending {
-		if !r.Announced {
-			e.s.log().Warn("approval outcome was not announced; announcing it now", "agent", r.Agent, "status", r.State)
-			e.s.announce(e.ctx, r, rev)
+		if r.Announced {
+			return
 		}
+		// Decided a moment ago (an expiry timer that fired as another
+		// instance expired it): that instance is announcing it.
+		if wait := r.DecidedAt.Add(reannounceAfter).Sub(e.s.now()); wait > 0 {
+			e.reschedule(id, wait)
+			return
+		}
+		e.s.log().Warn("approval outcome was not announced; announcing it now", "agent", r.Agent, "status", r.State)
+		e.s.announce(e.ctx, r, rev)
 		return
 	}
 	if left := r.Expires.Sub(e.s.now()); left > 0 { // clocks disagree a little
-		e.mu.Lock()
-		if _, ok := e.timers[id]; !ok && e.ctx.Err() == nil {
-			e.schedule(id, left)
-		}
-		e.mu.Unlock()
+		e.reschedule(id, left)
 		return
 	}
 	e.s.expire(e.ctx, r, rev)
+}
+
+// reschedule arms id's timer again, unless the watch did meanwhile.
+func (e *expirer) reschedule(id string, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.timers[id]; !ok && e.ctx.Err() == nil {
+		e.schedule(id, d)
+	}
 }
 
 // stop cancels every timer and waits for those that fired.
