@@ -45,7 +45,8 @@ type UserRef = schemas.UserRef
 // Request is one approval request as stored (JSON). It holds no secret
 // except the token, which is sealed so that only the agent can open it.
 type Request struct {
-	// ID is the auth_req_id: 32 random bytes, base64url (43 characters).
+	// ID is the auth_req_id: a record key and 128 random bits, 52
+	// characters of base32 (see RecordKey).
 	ID             string   `json:"id"`
 	Agent          string   `json:"agent"`
 	User           UserRef  `json:"user"`

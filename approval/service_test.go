@@ -309,7 +309,7 @@ func TestApprovalRequestStoredAndNotified(t *testing.T) {
 		n.Data.AuthorizationDetails = raw(`{ "type" : "purchase", "item":"Go & <friends> édition","amount":32.50,"currency":"EUR","merchant":"Shop" }`)
 	})
 	if !idPattern.MatchString(r.ID) {
-		t.Errorf("auth_req_id %q: want 52 base32 characters (256 bits)", r.ID)
+		t.Errorf("auth_req_id %q: want 52 base32 characters (a record key and 128 random bits)", r.ID)
 	}
 	got := e.stored(t, r.ID) // stored before Request returned
 	if got.State != schemas.ApprovalPending || got.Interval != 5 || !got.Expires.Equal(now.Add(300*time.Second)) {

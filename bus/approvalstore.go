@@ -59,8 +59,9 @@ func NewApprovalStore(ctx context.Context, js jetstream.JetStream, replicas int)
 	return &ApprovalStore{kv: kv, nc: js.Conn()}, nil
 }
 
-// approvalIDPattern admits the ids agentauth issues (base64url) and keeps
-// anything else from reaching key syntax (dots, wildcards).
+// approvalIDPattern admits the ids agentauth issues (base32 now, base64url
+// before) and keeps anything else from reaching key syntax (dots,
+// wildcards).
 var approvalIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // requestKey is the KV key of the request with auth_req_id id.
