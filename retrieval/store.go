@@ -1,7 +1,6 @@
 package retrieval
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/agentauth/agentauth/internal/badgerlog"
 )
 
 // ErrNotFound is returned for a document that does not exist.
@@ -47,7 +48,7 @@ func OpenDocStore(dir string) (*DocStore, error) {
 func openDocStore(dir string, log *slog.Logger) (*DocStore, error) {
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
-		WithLogger(badgerLogger{log.With("component", "badger", "store", "documents")}).
+		WithLogger(badgerlog.New(log.With("component", "badger", "store", "documents"))).
 		WithNumVersionsToKeep(1).
 		WithCompression(options.Snappy).
 		WithNumMemtables(2).
@@ -417,15 +418,4 @@ func decodeDoc(b []byte) (Document, error) {
 		}
 	}
 	return d, nil
-}
-
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (badgerLogger) Infof(string, ...any)          {}
-func (badgerLogger) Debugf(string, ...any)         {}
-
-func (b badgerLogger) log(level slog.Level, f string, a []any) {
-	b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(f, a...)))
 }

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/agentauth/agentauth/internal/badgerlog"
 )
 
 // Errors returned by the Store and RotateKey.
@@ -124,7 +125,7 @@ func openBadger(dir string, o StoreOptions) (*badger.DB, *slog.Logger, error) {
 	opts := badger.DefaultOptions(dir).
 		WithInMemory(o.InMemory).
 		WithSyncWrites(true).
-		WithLogger(badgerLogger{log.With("component", "badger")}).
+		WithLogger(badgerlog.New(log.With("component", "badger"))).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(true).
 		WithCompression(options.None). // values are ciphertext
@@ -654,17 +655,4 @@ func tempKey(kind, id string) ([]byte, error) {
 		return nil, fmt.Errorf("vault %s: empty id", kind)
 	}
 	return []byte(prefixTemp + kind + "/" + id), nil
-}
-
-// badgerLogger passes Badger's warnings and errors to slog and drops the
-// rest.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (badgerLogger) Infof(string, ...any)          {}
-func (badgerLogger) Debugf(string, ...any)         {}
-
-func (b badgerLogger) log(level slog.Level, f string, a []any) {
-	b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(f, a...)))
 }
