@@ -692,17 +692,20 @@ func (s *Service) Query(ctx context.Context, q Query) (Result, error) {
 	if err := s.checkQuery(&q); err != nil {
 		return Result{}, err
 	}
+	key := q.User + "\x00" + q.Relation + "\x00" + q.Type + "\x00" + q.Collection
+	if q.Context != nil {
+		b, err := json.Marshal(q.Context) // map keys sorted
+		if err != nil {
+			return Result{}, invalid("the condition context is not JSON: %v", err)
+		}
+		key += "\x00" + string(b) // what a user may see depends on it
+	}
 	if s.Checker == nil {
 		return Result{}, unavailable(errors.New("no Checker is configured"))
 	}
 	qv, err := s.queryVector(ctx, q)
 	if err != nil {
 		return Result{}, err
-	}
-	key := q.User + "\x00" + q.Relation + "\x00" + q.Type + "\x00" + q.Collection
-	if q.Context != nil {
-		b, _ := json.Marshal(q.Context) // checkQuery encoded it; map keys sorted
-		key += "\x00" + string(b)       // what a user may see depends on it
 	}
 	r := &run{s: s, q: q, qv: qv, key: key}
 	hits, err := r.do(ctx)
@@ -761,11 +764,6 @@ func (s *Service) checkQuery(q *Query) error {
 	}
 	if len(q.Context) > MaxContextKeys {
 		return invalid("the condition context has %d keys: at most %d", len(q.Context), MaxContextKeys)
-	}
-	if q.Context != nil {
-		if _, err := json.Marshal(q.Context); err != nil {
-			return invalid("the condition context is not JSON: %v", err)
-		}
 	}
 	return nil
 }
