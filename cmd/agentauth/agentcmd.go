@@ -86,21 +86,7 @@ func newAgentCmd() *cobra.Command {
 	}
 	nf.add(cmd.PersistentFlags())
 	store := func(ctx context.Context) (*bus.AgentStore, func(), error) {
-		nc, err := nf.connect("agentauth-agent-cli")
-		if err != nil {
-			return nil, nil, err
-		}
-		js, err := bus.JetStream(nc, nil)
-		if err != nil {
-			nc.Close()
-			return nil, nil, err
-		}
-		s, err := bus.OpenAgentStore(ctx, js)
-		if err != nil {
-			nc.Close()
-			return nil, nil, nf.explain(nc, err)
-		}
-		return s, nc.Close, nil
+		return openStore(ctx, &nf, "agentauth-agent-cli", bus.OpenAgentStore)
 	}
 
 	// withStore runs fn with the registry of the instance nf points at.

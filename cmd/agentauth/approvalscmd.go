@@ -285,21 +285,9 @@ func printRequest(w io.Writer, n schemas.ApprovalNotification, count int) {
 
 // operator commands: the store, read over the operator's connection.
 func approvalStore(ctx context.Context, nf *natsFlags) (*bus.ApprovalStore, func(), error) {
-	nc, err := nf.connect("agentauth-approvals-cli")
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := bus.JetStream(nc, nil)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	s, err := bus.NewApprovalStore(ctx, js, 0)
-	if err != nil {
-		nc.Close()
-		return nil, nil, nf.explain(nc, err)
-	}
-	return s, nc.Close, nil
+	return openStore(ctx, nf, "agentauth-approvals-cli", func(ctx context.Context, js jetstream.JetStream) (*bus.ApprovalStore, error) {
+		return bus.NewApprovalStore(ctx, js, 0)
+	})
 }
 
 func newApprovalsListCmd() *cobra.Command {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/agentauth/agentauth/client"
 	"github.com/agentauth/agentauth/retrieval"
@@ -31,8 +32,37 @@ func newDocsCmd() *cobra.Command {
 	return cmd
 }
 
+// ingestFlags say how the docs commands reach the running service as an
+// ingest principal.
+type ingestFlags struct{ dataDir, creds, natsURL string }
+
+func (f *ingestFlags) add(fl *pflag.FlagSet) {
+	fl.StringVar(&f.dataDir, "data-dir", envOr("AGENTAUTH_DATA_DIR", "./agentauth-data"), "data dir of the instance (env AGENTAUTH_DATA_DIR)")
+	fl.StringVar(&f.creds, "creds", "", "the ingest principal's credentials file (default <data-dir>/keys/ingest.agent.json)")
+	fl.StringVar(&f.natsURL, "nats-url", "", "NATS URL (default: the credentials' URL)")
+}
+
+// connect connects as the ingest principal (the development one in the
+// data dir unless --creds names another).
+func (f *ingestFlags) connect(cmd *cobra.Command, timeout time.Duration) (context.Context, *client.Client, error) {
+	creds := f.creds
+	if creds == "" {
+		creds = keyPath(f.dataDir, ingestPrincipal+".agent.json")
+	}
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := client.Connect(ctx, client.Options{CredsFile: creds, URL: f.natsURL, Timeout: timeout})
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect as the ingest principal: %w", err)
+	}
+	return ctx, c, nil
+}
+
 func newDocsIngestCmd() *cobra.Command {
-	var dataDir, creds, natsURL, collection string
+	var inf ingestFlags
+	var collection string
 	var batch int
 	var noProgress bool
 	cmd := &cobra.Command{
@@ -72,16 +102,9 @@ stored durably and indexed; their OpenFGA objects decide who may retrieve them.`
 			if err := sc.Err(); err != nil {
 				return err
 			}
-			if creds == "" {
-				creds = keyPath(dataDir, ingestPrincipal+".agent.json")
-			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			c, err := client.Connect(ctx, client.Options{CredsFile: creds, URL: natsURL, Timeout: time.Minute})
+			ctx, c, err := inf.connect(cmd, time.Minute)
 			if err != nil {
-				return fmt.Errorf("connect as the ingest principal: %w", err)
+				return err
 			}
 			defer c.Close()
 			bar := countBar(cmd.ErrOrStderr(), len(docs), "ingesting", noProgress)
@@ -104,9 +127,7 @@ stored durably and indexed; their OpenFGA objects decide who may retrieve them.`
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dataDir, "data-dir", envOr("AGENTAUTH_DATA_DIR", "./agentauth-data"), "data dir of the instance (env AGENTAUTH_DATA_DIR)")
-	fl.StringVar(&creds, "creds", "", "the ingest principal's credentials file (default <data-dir>/keys/ingest.agent.json)")
-	fl.StringVar(&natsURL, "nats-url", "", "NATS URL (default: the credentials' URL)")
+	inf.add(fl)
 	fl.StringVar(&collection, "collection", "default", "collection of documents that name none")
 	fl.IntVar(&batch, "batch", 100, "documents per request")
 	fl.BoolVar(&noProgress, "no-progress", false, "no progress bar")
@@ -114,22 +135,15 @@ stored durably and indexed; their OpenFGA objects decide who may retrieve them.`
 }
 
 func newDocsDeleteCmd() *cobra.Command {
-	var dataDir, creds, natsURL string
+	var inf ingestFlags
 	cmd := &cobra.Command{
 		Use:   "delete ID...",
 		Short: "Delete documents by id, through the running service (as the ingest principal)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if creds == "" {
-				creds = keyPath(dataDir, ingestPrincipal+".agent.json")
-			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			c, err := client.Connect(ctx, client.Options{CredsFile: creds, URL: natsURL})
+			ctx, c, err := inf.connect(cmd, 0)
 			if err != nil {
-				return fmt.Errorf("connect as the ingest principal: %w", err)
+				return err
 			}
 			defer c.Close()
 			n, err := c.DeleteDocuments(ctx, args...)
@@ -140,10 +154,7 @@ func newDocsDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
-	fl := cmd.Flags()
-	fl.StringVar(&dataDir, "data-dir", envOr("AGENTAUTH_DATA_DIR", "./agentauth-data"), "data dir of the instance (env AGENTAUTH_DATA_DIR)")
-	fl.StringVar(&creds, "creds", "", "the ingest principal's credentials file (default <data-dir>/keys/ingest.agent.json)")
-	fl.StringVar(&natsURL, "nats-url", "", "NATS URL (default: the credentials' URL)")
+	inf.add(cmd.Flags())
 	return cmd
 }
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 
 	"github.com/agentauth/agentauth/bus"
@@ -45,4 +47,23 @@ func (f *natsFlags) explain(nc *nats.Conn, err error) error {
 		return fmt.Errorf("%w: the NATS user lacks permission (%v); run with the operator's key: --data-dir of the instance, or --nats-nkey <data-dir>/keys/%s", err, le, adminKeyFile)
 	}
 	return err
+}
+
+// openStore connects as f says and opens a store over that connection
+// with open; close closes the connection.
+func openStore[S any](ctx context.Context, f *natsFlags, name string, open func(context.Context, jetstream.JetStream) (S, error)) (s S, close func(), err error) {
+	nc, err := f.connect(name)
+	if err != nil {
+		return s, nil, err
+	}
+	js, err := bus.JetStream(nc, nil)
+	if err != nil {
+		nc.Close()
+		return s, nil, err
+	}
+	if s, err = open(ctx, js); err != nil {
+		nc.Close()
+		return s, nil, f.explain(nc, err)
+	}
+	return s, nc.Close, nil
 }
