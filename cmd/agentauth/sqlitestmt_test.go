@@ -188,6 +188,9 @@ func TestStmtCacheFailedQueryIsNotReused(t *testing.T) {
 	if err := db.QueryRow(q, int64(-1)<<63).Scan(&n); err == nil || !strings.Contains(err.Error(), "overflow") {
 		t.Fatalf("abs(MinInt64): %d, %v; want an integer overflow error", n, err)
 	}
+	if c := cached(t, db); c != 0 {
+		t.Fatalf("%d statements cached after the failed one, want 0 (it is not kept)", c)
+	}
 	if err := db.QueryRow(q, -5).Scan(&n); err != nil || n != 5 {
 		t.Fatalf("the same query after a failure: %d, %v", n, err)
 	}
