@@ -158,7 +158,9 @@ func TestApprovalStoreWatchAndList(t *testing.T) {
 	if r := receive(t, seen, "the existing request"); r.ID != "old" {
 		t.Fatalf("first: %s", r.ID)
 	}
-	if _, err := st.Create(ctx, testApproval("new", "shopper", "ev-2")); err != nil {
+	newer := testApproval("new", "shopper", "ev-2")
+	newer.Created = newer.Created.Add(time.Millisecond) // created in the same millisecond, "new" would sort first
+	if _, err := st.Create(ctx, newer); err != nil {
 		t.Fatal(err)
 	}
 	if r := receive(t, seen, "the new request"); r.ID != "new" || r.State != schemas.ApprovalPending {

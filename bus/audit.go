@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/schemas"
@@ -73,14 +73,18 @@ func NewAuditor(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance s
 // agentauth.audit.<area>.<object>.<verb>. It blocks only when the writer
 // is more than a queue behind (backpressure, never loss).
 func (a *Auditor) Record(area, object, verb, typ string, trace TraceContext, data any) {
+	a.record(schemas.AuditSubject(area, object, verb), typ, trace, data)
+}
+
+func (a *Auditor) record(subject, typ string, trace TraceContext, data any) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if a.closed {
-		a.log.Error("audit event after the auditor closed", "type", typ, "subject", schemas.AuditSubject(area, object, verb))
+		a.log.Error("audit event after the auditor closed", "type", typ, "subject", subject)
 		a.metrics.AuditFailures.Inc()
 		return
 	}
-	a.ch <- auditItem{subject: schemas.AuditSubject(area, object, verb), typ: typ, trace: trace, data: data}
+	a.ch <- auditItem{subject: subject, typ: typ, trace: trace, data: data}
 }
 
 // Flush waits until JetStream has acknowledged (or failed) every audit
@@ -149,7 +153,7 @@ func (a *Auditor) run() {
 // write publishes a drained batch: one message per subject, in order;
 // flush markers are released once everything before them is published.
 func (a *Auditor) write(batch []auditItem) {
-	groups := map[string][]*event.Event{}
+	groups := map[string][]auditItem{}
 	var order []string
 	publish := func() {
 		for _, subj := range order {
@@ -164,42 +168,66 @@ func (a *Auditor) write(batch []auditItem) {
 			close(it.flushed)
 			continue
 		}
-		e, err := NewEvent(it.typ, it.data)
-		if err != nil {
-			a.fail(it.subject, err)
-			continue
-		}
-		if tp := it.trace.Traceparent(); tp != "" {
-			setExtension(e, ExtTraceparent, tp)
-		}
 		if _, ok := groups[it.subject]; !ok {
 			order = append(order, it.subject)
 		}
-		groups[it.subject] = append(groups[it.subject], e)
+		groups[it.subject] = append(groups[it.subject], it)
 	}
 	publish()
 }
 
-func (a *Auditor) publish(subject string, events []*event.Event) {
+// publish writes the events of one subject: a lone event as a binary-mode
+// message, several as one CloudEvents JSON batch written straight from the
+// records (no event objects: this runs for every request).
+func (a *Auditor) publish(subject string, items []auditItem) {
 	var msg *nats.Msg
-	if len(events) == 1 {
-		h, body, err := Encode(events[0])
+	if len(items) == 1 {
+		e, err := NewEvent(items[0].typ, items[0].data)
 		if err != nil {
 			a.fail(subject, err)
 			return
 		}
-		h[HeaderMsgID] = []string{events[0].ID()}
+		if tp := items[0].trace.Traceparent(); tp != "" {
+			setExtension(e, ExtTraceparent, tp)
+		}
+		h, body, err := Encode(e)
+		if err != nil {
+			a.fail(subject, err)
+			return
+		}
+		h[HeaderMsgID] = []string{e.ID()}
 		msg = &nats.Msg{Subject: subject, Header: h, Data: body}
 	} else {
-		body, err := marshalBatch(events)
-		if err != nil {
-			a.fail(subject, err)
+		now := time.Now()
+		var first string
+		n := 0
+		buf := make([]byte, 0, 640*len(items))
+		buf = append(buf, '[')
+		for _, it := range items {
+			mark := len(buf)
+			if n > 0 {
+				buf = append(buf, ',')
+			}
+			id := nuid.Next()
+			var err error
+			if buf, err = appendAuditEvent(buf, id, it.typ, now, it.trace.Traceparent(), it.data); err != nil {
+				a.fail(subject, err) // this event only: the others are stored
+				buf = buf[:mark]
+				continue
+			}
+			if n == 0 {
+				first = id
+			}
+			n++
+		}
+		if n == 0 {
 			return
 		}
+		buf = append(buf, ']')
 		msg = &nats.Msg{Subject: subject, Header: nats.Header{
 			HeaderContentType: []string{mediaBatch},
-			HeaderMsgID:       []string{events[0].ID() + "+" + strconv.Itoa(len(events))},
-		}, Data: body}
+			HeaderMsgID:       []string{first + "+" + strconv.Itoa(n)},
+		}, Data: buf}
 	}
 	if _, err := a.js.PublishMsgAsync(msg); err != nil {
 		a.fail(subject, err)
@@ -211,71 +239,34 @@ func (a *Auditor) fail(subject string, err error) {
 	a.metrics.AuditFailures.Inc()
 }
 
-// marshalBatch writes events in the CloudEvents JSON batch format. The
-// events are agentauth's own (NewEvent: string attributes, JSON data), so
-// the envelope is written directly.
-func marshalBatch(events []*event.Event) ([]byte, error) {
-	buf := make([]byte, 0, 600*len(events))
-	buf = append(buf, '[')
-	for i, e := range events {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		// Events from NewEvent: a 1.0 context and data json.Marshal wrote.
-		ec, ok := e.Context.(*event.EventContextV1)
-		if !ok || ec.DataSchema != nil || !stringExtensions(ec) || (e.DataContentType() != event.ApplicationJSON && len(e.Data()) > 0) {
-			b, err := json.Marshal(e)
-			if err != nil {
-				return nil, err
-			}
-			buf = append(buf, b...)
-			continue
-		}
-		buf = append(buf, `{"specversion":"1.0","id":`...)
-		buf = appendJSONString(buf, ec.ID)
-		buf = append(buf, `,"source":`...)
-		buf = appendJSONString(buf, ec.Source.String())
-		buf = append(buf, `,"type":`...)
-		buf = appendJSONString(buf, ec.Type)
-		if ec.Time != nil {
-			buf = append(buf, `,"time":"`...)
-			buf = ec.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
-			buf = append(buf, '"')
-		}
-		if ec.DataContentType != nil {
-			buf = append(buf, `,"datacontenttype":`...)
-			buf = appendJSONString(buf, *ec.DataContentType)
-		}
-		if ec.Subject != nil {
-			buf = append(buf, `,"subject":`...)
-			buf = appendJSONString(buf, *ec.Subject)
-		}
-		for k, v := range ec.Extensions {
-			s, err := types.Format(v)
-			if err != nil {
-				return nil, err
-			}
-			buf = append(buf, ',')
-			buf = appendJSONString(buf, k)
-			buf = append(buf, ':')
-			buf = appendJSONString(buf, s)
-		}
-		if len(e.Data()) > 0 {
-			buf = append(buf, `,"data":`...)
-			buf = append(buf, e.Data()...)
-		}
-		buf = append(buf, '}')
+// appendAuditEvent writes one of agentauth's own events (source
+// /agentauth, JSON data, an optional traceparent) in the CloudEvents JSON
+// format, as NewEvent and the structured encoding would.
+func appendAuditEvent(buf []byte, id, typ string, t time.Time, traceparent string, data any) ([]byte, error) {
+	buf = append(buf, `{"specversion":"1.0","id":`...)
+	buf = appendJSONString(buf, id)
+	buf = append(buf, `,"source":`...)
+	buf = appendJSONString(buf, schemas.ServiceSource)
+	buf = append(buf, `,"type":`...)
+	buf = appendJSONString(buf, typ)
+	buf = append(buf, `,"time":"`...)
+	buf = t.UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","datacontenttype":"application/json"`...)
+	if traceparent != "" {
+		buf = append(buf, `,"traceparent":`...)
+		buf = appendJSONString(buf, traceparent)
 	}
-	return append(buf, ']'), nil
-}
-
-func stringExtensions(ec *event.EventContextV1) bool {
-	for _, v := range ec.Extensions {
-		if _, ok := v.(string); !ok {
-			return false
+	buf = append(buf, `,"data":`...)
+	if ap, ok := data.(jsonAppender); ok {
+		buf = ap.AppendJSON(buf)
+	} else {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return buf, err // the caller drops what was appended
 		}
+		buf = append(buf, b...)
 	}
-	return true
+	return append(buf, '}'), nil
 }
 
 // appendJSONString appends s as a JSON string.
@@ -315,12 +306,25 @@ func DecodeBatch(data []byte) ([]*event.Event, error) {
 // and type, outcome code, public message, duration, trace.
 func AuditRequests(a *Auditor) Middleware {
 	return func(next Handler) Handler {
+		// A chain serves one operation: its name and three subjects are
+		// built once, not per request.
+		var names struct {
+			sync.Once
+			op       schemas.Op
+			name     string
+			subjects [3]string // ok, rejected, failed
+		}
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 			reply, err := next.ServeEvent(ctx, req)
+			names.Do(func() { names.op, names.name, names.subjects = req.Op, opName(req.Op), auditSubjects(req.Op) })
+			op, subjects := names.name, names.subjects
+			if req.Op.Area != names.op.Area || req.Op.Name != names.op.Name { // a chain not built by Server.Handle
+				op, subjects = opName(req.Op), auditSubjects(req.Op)
+			}
 			rec := schemas.AuditRequest{
 				Agent:       req.Agent,
 				Subject:     req.Subject,
-				Operation:   req.Op.Area + "." + req.Op.Name,
+				Operation:   op,
 				Outcome:     "ok",
 				DurationUS:  time.Since(req.Received).Microseconds(),
 				Traceparent: req.Trace.Traceparent(),
@@ -331,19 +335,25 @@ func AuditRequests(a *Auditor) Middleware {
 				rec.RequestID = req.Event.ID()
 				rec.RequestType = req.Event.Type()
 			}
-			verb := "ok"
+			subject := subjects[0]
 			if err != nil {
 				f := Classify(err)
 				rec.Outcome, rec.Code, rec.Message = "error", f.Code, f.Message
-				verb = "rejected"
+				subject = subjects[1]
 				if f.ServerFault() {
-					verb = "failed"
+					subject = subjects[2]
 				}
 			}
-			a.Record(req.Op.Area, req.Op.Name, verb, schemas.TypeAuditRequest, req.Trace, &rec)
+			a.record(subject, schemas.TypeAuditRequest, req.Trace, &rec)
 			return reply, err
 		})
 	}
+}
+
+func opName(op schemas.Op) string { return op.Area + "." + op.Name }
+
+func auditSubjects(op schemas.Op) [3]string {
+	return [3]string{schemas.AuditSubject(op.Area, op.Name, "ok"), schemas.AuditSubject(op.Area, op.Name, "rejected"), schemas.AuditSubject(op.Area, op.Name, "failed")}
 }
 
 // DecodeData unmarshals an event's JSON data into v.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -214,55 +215,60 @@ func TestDecodeBatch(t *testing.T) {
 	}
 }
 
-func TestMarshalBatchRoundTrip(t *testing.T) {
-	traced, err := NewEvent(schemas.TypeAuditRequest, schemas.AuditRequest{Agent: "a1", Outcome: "ok"})
+// TestAuditBatchRoundTrip: what the writer stores for a batch reads back
+// as the events NewEvent would have built (attributes, traceparent, data),
+// with escaping where a value needs it.
+func TestAuditBatchRoundTrip(t *testing.T) {
+	at := time.Date(2026, 11, 27, 16, 0, 0, 123456789, time.UTC)
+	tc := childOf(testTraceparent)
+	items := []struct {
+		id, typ     string
+		traceparent string
+		data        any
+	}{
+		{"a1", schemas.TypeAuditRequest, tc.Traceparent(), &schemas.AuditRequest{Agent: "a1", Outcome: "ok", Received: at}},
+		{`id "with" \ quotes`, "dev.agentauth.test", "", map[string]string{"text": "quote \" backslash \\ tab \t é <>&\u2028"}},
+	}
+	buf := []byte{'['}
+	for i, it := range items {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var err error
+		if buf, err = appendAuditEvent(buf, it.id, it.typ, at, it.traceparent, it.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf = append(buf, ']')
+	if !json.Valid(buf) {
+		t.Fatalf("the batch is not valid JSON: %s", buf)
+	}
+	got, err := DecodeBatch(buf)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("DecodeBatch: %v\n%s", err, buf)
 	}
-	traced.SetExtension(ExtTraceparent, testTraceparent)
-	traced.SetSubject("agentauth.a1.sys.info")
-
-	escaped, err := NewEvent("dev.agentauth.test", map[string]string{"text": "quote \" backslash \\ tab \t é <>&"})
-	if err != nil {
-		t.Fatal(err)
+	if len(got) != len(items) {
+		t.Fatalf("got %d events, want %d", len(got), len(items))
 	}
-	escaped.SetID(`id "with" \ quotes`)
-	escaped.SetSubject("ünïcode")
-	escaped.SetExtension("note", "line\nbreak")
-
-	plain := event.New()
-	plain.SetID("plain-1")
-	plain.SetSource("/agents/a1")
-	plain.SetType("dev.agentauth.test.text")
-	if err := plain.SetData("text/plain", "not json"); err != nil {
-		t.Fatal(err)
-	}
-
-	events := []*event.Event{traced, escaped, &plain}
-	body, err := marshalBatch(events)
-	if err != nil {
-		t.Fatalf("marshalBatch: %v", err)
-	}
-	if !json.Valid(body) {
-		t.Fatalf("marshalBatch wrote invalid JSON: %s", body)
-	}
-	got, err := DecodeBatch(body)
-	if err != nil {
-		t.Fatalf("DecodeBatch(marshalBatch(...)): %v\n%s", err, body)
-	}
-	if len(got) != len(events) {
-		t.Fatalf("got %d events, want %d", len(got), len(events))
-	}
-	for i := range events {
-		if g, w := attrsOf(t, got[i]), attrsOf(t, events[i]); !reflect.DeepEqual(g, w) {
+	for i, it := range items {
+		want, err := NewEvent(it.typ, it.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.SetID(it.id)
+		want.SetTime(at)
+		if it.traceparent != "" {
+			want.SetExtension(ExtTraceparent, it.traceparent)
+		}
+		if g, w := attrsOf(t, got[i]), attrsOf(t, want); !reflect.DeepEqual(g, w) {
 			t.Errorf("event %d attributes:\ngot  %v\nwant %v", i, g, w)
 		}
-		if g, w := got[i].Data(), events[i].Data(); !bytes.Equal(g, w) {
+		if g, w := got[i].Data(), want.Data(); !bytes.Equal(g, w) {
 			t.Errorf("event %d data: got %s, want %s", i, g, w)
 		}
 	}
-	if tp, _ := got[0].Extensions()[ExtTraceparent].(string); tp != testTraceparent {
-		t.Errorf("traceparent: got %q, want %q", tp, testTraceparent)
+	if tp, _ := got[0].Extensions()[ExtTraceparent].(string); tp == "" || tp != tc.Traceparent() {
+		t.Errorf("traceparent: got %q, want %q", tp, tc.Traceparent())
 	}
 }
 

@@ -26,7 +26,7 @@ func BenchmarkServe(b *testing.B) {
 		b.Fatal(err)
 	}
 	chain := Chain(HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
-		return Reply(req, schemas.SysInfo{Agent: req.Agent, Capabilities: schemas.Capabilities{Sys: true}})
+		return Reply(req, &schemas.SysInfo{Agent: req.Agent, Capabilities: schemas.Capabilities{Sys: true}})
 	}), Recover(log), Tracing(), AuditRequests(a), Logging(log), Instrument(m), Validate(schemas.MustValidator()))
 	e, _ := NewEventFrom(MustSource("/agents/a1"), schemas.TypeSysInfoRequest, schemas.SysInfoRequest{})
 	h, data, _ := Encode(e)
