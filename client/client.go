@@ -44,6 +44,7 @@ type Client struct {
 	js      jetstream.JetStream
 	agent   string
 	source  types.URIRef
+	encoder bus.RequestEncoder
 	timeout time.Duration
 	log     *slog.Logger
 	// opener opens what agentauth seals to this agent (nil without its
@@ -140,7 +141,8 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Client{nc: nc, js: js, agent: o.Agent, source: bus.MustSource(schemas.AgentSource(o.Agent)), timeout: o.Timeout, log: o.Logger, opener: opener,
+	source := bus.MustSource(schemas.AgentSource(o.Agent))
+	return &Client{nc: nc, js: js, agent: o.Agent, source: source, encoder: bus.NewRequestEncoder(source), timeout: o.Timeout, log: o.Logger, opener: opener,
 		links:     &feedWaiters{consumer: agents.LinksConsumer, filter: agents.LinksFilter},
 		approvals: &feedWaiters{consumer: agents.ApprovalsConsumer, filter: agents.ApprovalsFilter, key: decisionKey}}, nil
 }
@@ -169,8 +171,22 @@ func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*ev
 	if err != nil {
 		return nil, err
 	}
+	msg, err := c.roundTrip(ctx, op, h, body)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := bus.ParseReply(msg)
+	if err != nil {
+		return nil, replyError(op, err)
+	}
+	return reply, nil
+}
+
+// roundTrip sends one request message for op and waits for its reply.
+func (c *Client) roundTrip(ctx context.Context, op schemas.Op, h nats.Header, body []byte) (*nats.Msg, error) {
 	out := &nats.Msg{Subject: schemas.Subject(c.agent, op), Header: h, Data: body}
 	var msg *nats.Msg
+	var err error
 	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
 		msg, err = c.nc.RequestMsgWithContext(ctx, out)
 	} else {
@@ -184,31 +200,36 @@ func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*ev
 		}
 		return nil, fmt.Errorf("agentauth %s.%s: %w", op.Area, op.Name, err)
 	}
-	reply, err := bus.ParseReply(msg)
-	if err != nil {
-		var re *bus.ReplyError
-		if errors.As(err, &re) {
-			return nil, &Error{Code: re.Code, Message: re.Message, RetryAfter: time.Duration(re.RetryAfterMS) * time.Millisecond, RequestID: re.RequestID, Status: re.Status, Details: re.Details}
-		}
-		return nil, err
+	return msg, nil
+}
+
+// replyError turns an error reply into an *Error; other errors (a reply
+// that is not a CloudEvent, or not the expected one) are wrapped.
+func replyError(op schemas.Op, err error) error {
+	var re *bus.ReplyError
+	if errors.As(err, &re) {
+		return &Error{Code: re.Code, Message: re.Message, RetryAfter: time.Duration(re.RetryAfterMS) * time.Millisecond, RequestID: re.RequestID, Status: re.Status, Details: re.Details}
 	}
-	return reply, nil
+	return fmt.Errorf("agentauth %s.%s: %w", op.Area, op.Name, err)
 }
 
 // Do sends data as a request for op and decodes the reply's data into out.
+// It writes the request's headers and reads a plain reply directly, with
+// no event objects in between (the same bytes and checks as NewRequest,
+// Send and bus.DecodeData).
 func (c *Client) Do(ctx context.Context, op schemas.Op, data, out any) error {
-	req, err := c.NewRequest(op, data)
+	h, body, err := c.encoder.Encode(op.RequestType, data)
 	if err != nil {
 		return err
 	}
-	reply, err := c.Send(ctx, op, req)
+	msg, err := c.roundTrip(ctx, op, h, body)
 	if err != nil {
 		return err
 	}
-	if reply.Type() != op.ReplyType {
-		return fmt.Errorf("agentauth %s.%s: unexpected reply type %q", op.Area, op.Name, reply.Type())
+	if err := bus.DecodeReply(msg, op.ReplyType, out); err != nil {
+		return replyError(op, err)
 	}
-	return bus.DecodeData(reply, out)
+	return nil
 }
 
 // SysInfo asks for the service version, capabilities and server time.
