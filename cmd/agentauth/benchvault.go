@@ -158,6 +158,12 @@ func setupVaultScale(records int, errw io.Writer, noProgress bool) func(context.
 				return nil, nil, nil, err
 			}
 			stores[len(stores)-1] = s
+			// Lookups in the settled store, not while compaction is
+			// still moving the bulk load down.
+			if err := s.Settle(ctx); err != nil {
+				cleanup()
+				return nil, nil, nil, err
+			}
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
