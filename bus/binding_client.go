@@ -27,14 +27,9 @@ func NewRequestEncoder(source types.URIRef) RequestEncoder {
 // Encode returns the headers and data of a new event of type typ with
 // data encoded as JSON, a fresh id and the current time.
 func (e RequestEncoder) Encode(typ string, data any) (nats.Header, []byte, error) {
-	var body []byte
-	if a, ok := data.(jsonAppender); ok {
-		body = a.AppendJSON(make([]byte, 0, 256))
-	} else {
-		var err error
-		if body, err = json.Marshal(data); err != nil {
-			return nil, nil, err
-		}
+	body, err := encodeData(data, 256)
+	if err != nil {
+		return nil, nil, err
 	}
 	vals := [...]string{schemas.SpecVersion, percentEncode(nuid.Next()), e.source, percentEncode(typ),
 		time.Now().UTC().Format(time.RFC3339Nano), event.ApplicationJSON}

@@ -80,14 +80,9 @@ type jsonAppender interface{ AppendJSON([]byte) []byte }
 // source, the current time and data encoded as JSON. The context is built
 // directly: this runs on every request and reply.
 func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, error) {
-	var b []byte
-	if a, ok := data.(jsonAppender); ok {
-		b = a.AppendJSON(make([]byte, 0, 512))
-	} else {
-		var err error
-		if b, err = json.Marshal(data); err != nil {
-			return nil, err
-		}
+	b, err := encodeData(data, 512)
+	if err != nil {
+		return nil, err
 	}
 	ct := event.ApplicationJSON
 	return &event.Event{
@@ -100,6 +95,15 @@ func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, erro
 		},
 		DataEncoded: b,
 	}, nil
+}
+
+// encodeData encodes data as JSON: with its own AppendJSON when it has
+// one (into a buffer of size bytes to start with), else encoding/json.
+func encodeData(data any, size int) ([]byte, error) {
+	if a, ok := data.(jsonAppender); ok {
+		return a.AppendJSON(make([]byte, 0, size)), nil
+	}
+	return json.Marshal(data)
 }
 
 // Reply builds the reply to req: NewEvent with the op's reply type.

@@ -57,8 +57,13 @@ type Inbox struct {
 	// stream open through proxies; default 15s.
 	Heartbeat time.Duration
 
+	// CSRFKey keys the per-session form tokens. Instances that share
+	// sessions share it, so a page served by one is accepted by another
+	// (and after a restart); nil: a random key of this process.
+	CSRFKey []byte
+
 	once    sync.Once
-	key     []byte        // CSRF MAC key, random per process
+	key     []byte        // CSRF MAC key
 	stop    chan struct{} // closed by Shutdown
 	shut    sync.Once
 	mu      sync.Mutex
@@ -91,8 +96,11 @@ func (i *Inbox) Shutdown() {
 
 func (i *Inbox) init() {
 	i.once.Do(func() {
-		i.key = make([]byte, 32)
-		_, _ = rand.Read(i.key)
+		i.key = i.CSRFKey
+		if len(i.key) == 0 {
+			i.key = make([]byte, 32)
+			_, _ = rand.Read(i.key)
+		}
 		i.stop = make(chan struct{})
 	})
 }

@@ -3,12 +3,15 @@ package handlers
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,7 +26,8 @@ import (
 // with PKCE S256, state and nonce against the configured OpenID issuer,
 // an HttpOnly SameSite session cookie, logout, and a "who am I" page that
 // later capabilities (connected accounts, approval inbox) build on.
-// Sessions live in this process's memory.
+// Sessions live in Sessions (shared by instances, kept across restarts),
+// or in this process's memory without one.
 type Login struct {
 	Issuer       string
 	ClientID     string
@@ -33,6 +37,8 @@ type Login struct {
 	HTTPClient   *http.Client     // for discovery and the token endpoint
 	Now          func() time.Time // default time.Now
 	SessionTTL   time.Duration    // default 8h
+	Sessions     SessionStore     // nil: sessions in this process's memory
+	Log          *slog.Logger     // session store failures; slog.Default() if nil
 
 	once    sync.Once
 	cfgErr  error
@@ -51,6 +57,90 @@ type pendingLogin struct {
 type Session struct {
 	User    identity.User
 	Expires time.Time
+}
+
+// SessionStore keeps sessions by key (a hash of the session cookie, never
+// the cookie itself) for a TTL. GetSession returns nil for a key it does
+// not hold.
+type SessionStore interface {
+	PutSession(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	GetSession(ctx context.Context, key string) ([]byte, error)
+	DeleteSession(ctx context.Context, key string) error
+}
+
+// sessionKey is the store key of a session cookie: a leaked store gives
+// no usable cookie.
+func sessionKey(sid string) string {
+	h := sha256.Sum256([]byte("agentauth session\x00" + sid))
+	return hex.EncodeToString(h[:])
+}
+
+func (l *Login) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
+}
+
+// putSession starts session s under the cookie value sid.
+func (l *Login) putSession(ctx context.Context, sid string, s Session, ttl time.Duration) error {
+	if l.Sessions == nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.session == nil {
+			l.session = map[string]Session{}
+		}
+		now := l.now()
+		for k, old := range l.session { // ended sessions do not pile up
+			if !now.Before(old.Expires) {
+				delete(l.session, k)
+			}
+		}
+		l.session[sid] = s
+		return nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return l.Sessions.PutSession(ctx, sessionKey(sid), b, ttl)
+}
+
+// getSession returns the live session of cookie value sid. A store that
+// cannot answer counts as no session (fail closed), and is logged.
+func (l *Login) getSession(ctx context.Context, sid string) (Session, bool) {
+	var s Session
+	if l.Sessions == nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var ok bool
+		if s, ok = l.session[sid]; !ok || !l.now().Before(s.Expires) {
+			delete(l.session, sid)
+			return Session{}, false
+		}
+		return s, true
+	}
+	b, err := l.Sessions.GetSession(ctx, sessionKey(sid))
+	if err != nil {
+		l.log().Warn("session store unavailable: treating the browser as logged out", "error", err)
+		return Session{}, false
+	}
+	if b == nil || json.Unmarshal(b, &s) != nil || !l.now().Before(s.Expires) {
+		return Session{}, false
+	}
+	return s, true
+}
+
+func (l *Login) deleteSession(ctx context.Context, sid string) {
+	if l.Sessions == nil {
+		l.mu.Lock()
+		delete(l.session, sid)
+		l.mu.Unlock()
+		return
+	}
+	if err := l.Sessions.DeleteSession(ctx, sessionKey(sid)); err != nil {
+		l.log().Warn("session not deleted from the store; it ends at its expiry", "error", err)
+	}
 }
 
 const (
@@ -211,12 +301,11 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	if ttl <= 0 {
 		ttl = 8 * time.Hour
 	}
-	l.mu.Lock()
-	if l.session == nil {
-		l.session = map[string]Session{}
+	if err := l.putSession(r.Context(), sid, Session{User: *u, Expires: l.now().Add(ttl)}, ttl); err != nil {
+		l.log().Warn("session not stored", "error", err)
+		l.fail(w, http.StatusServiceUnavailable, "agentauth could not start a session (its session store is unavailable); try again in a moment at /login.")
+		return
 	}
-	l.session[sid] = Session{User: *u, Expires: l.now().Add(ttl)}
-	l.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1})
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sid, Path: "/", MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, p.next, http.StatusFound)
@@ -242,24 +331,15 @@ func nonceOf(raw string) string {
 // SessionOf returns the logged-in user of a request.
 func (l *Login) SessionOf(r *http.Request) (Session, bool) {
 	c, err := r.Cookie(sessionCookie)
-	if err != nil {
+	if err != nil || c.Value == "" {
 		return Session{}, false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s, ok := l.session[c.Value]
-	if !ok || !l.now().Before(s.Expires) {
-		delete(l.session, c.Value)
-		return Session{}, false
-	}
-	return s, true
+	return l.getSession(r.Context(), c.Value)
 }
 
 func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
-	if c, err := r.Cookie(sessionCookie); err == nil {
-		l.mu.Lock()
-		delete(l.session, c.Value)
-		l.mu.Unlock()
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+		l.deleteSession(r.Context(), c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, "/whoami", http.StatusFound)

@@ -599,66 +599,6 @@ func setupJWTVerify(ctx context.Context, env *benchEnv) (benchOp, benchOp, func(
 // benchAudience is the first-party audience the bench agent may exchange for.
 const benchAudience = "https://api.bench.example"
 
-// setupRequest pairs op (called through the SDK by call) with a raw NATS
-// echo responder that answers the same request headers and data with the
-// headers and data of one real reply: same sizes, same server, same
-// connection types.
-func setupRequest(env *benchEnv, op schemas.Op, data any, call benchOp) (benchOp, benchOp, func(), error) {
-	req, err := env.agent.NewRequest(op, data)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	reqH, reqBody, err := bus.Encode(req)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	nc, err := env.dial("bench-echo-client")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	subject := schemas.Subject(env.agent.Agent(), op)
-	sample, err := nc.RequestMsg(&nats.Msg{Subject: subject, Header: reqH, Data: reqBody}, 5*time.Second)
-	if err == nil {
-		_, err = bus.ParseReply(sample)
-	}
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, fmt.Errorf("sample %s.%s: %w", op.Area, op.Name, err)
-	}
-	responder, err := env.dial("bench-echo-responder")
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, err
-	}
-	// Under the agent's own prefix, which its permissions allow; no
-	// agentauth endpoint listens there.
-	echoSubject := "agentauth." + env.agent.Agent() + ".bench.echo"
-	sub, err := responder.QueueSubscribe(echoSubject, "q", func(m *nats.Msg) {
-		_ = m.RespondMsg(&nats.Msg{Header: sample.Header, Data: sample.Data})
-	})
-	if err == nil {
-		err = responder.Flush()
-	}
-	if err != nil {
-		nc.Close()
-		responder.Close()
-		return nil, nil, nil, err
-	}
-	// The baseline goes through the agent's own connection, with a
-	// timeout, as the SDK sends requests.
-	agentConn := env.agent.Conn()
-	base := func(ctx context.Context) error {
-		_, err := agentConn.RequestMsg(&nats.Msg{Subject: echoSubject, Header: reqH, Data: reqBody}, 10*time.Second)
-		return err
-	}
-	cleanup := func() {
-		_ = sub.Unsubscribe()
-		responder.Close()
-		nc.Close()
-	}
-	return call, base, cleanup, nil
-}
-
 // loadSpec tells a load process what to run.
 type loadSpec struct {
 	URL         string             `json:"url"`

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"html"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/agentauth/agentauth/bus"
 )
 
 var (
@@ -143,4 +148,140 @@ func TestLoginBadInput(t *testing.T) {
 	if r.StatusCode != http.StatusBadRequest || !strings.Contains(body, "access_denied") {
 		t.Errorf("provider error: %d %s", r.StatusCode, body)
 	}
+}
+
+// TestBrowserSessionSurvivesRestart: a browser logged in before a restart
+// is still logged in after it (the session is in JetStream, keyed by a
+// hash: the cookie is nowhere in the bucket), its inbox form token is
+// still valid, a made-up cookie is nobody, and logout ends the session
+// for good.
+func TestBrowserSessionSurvivesRestart(t *testing.T) {
+	cfg := testConfig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPListen = ln.Addr().String() // the same address (and issuer) after the restart
+	ln.Close()
+	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hc := loggedIn(t, m, "alice")
+	var sid string
+	for _, c := range hc.Jar.Cookies(mustURL(t, m.PublicURL())) {
+		if c.Name == "agentauth_session" {
+			sid = c.Value
+		}
+	}
+	if sid == "" {
+		t.Fatal("no session cookie")
+	}
+	csrfBefore := inboxCSRF(t, hc, m)
+	entries := sessionEntries(t, m)
+	if len(entries) != 1 {
+		t.Fatalf("sessions stored: %d, want 1", len(entries))
+	}
+	for k, v := range entries {
+		if strings.Contains(k, sid) || strings.Contains(v, sid) {
+			t.Fatalf("the session cookie is stored in the bucket: %s = %s", k, v)
+		}
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := m2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m2.Close(context.Background()) })
+	if who := whoAmIJSON(t, hc, m2); who != "dev-alice" {
+		t.Fatalf("after the restart the browser is %q, want dev-alice", who)
+	}
+	if got := inboxCSRF(t, hc, m2); got != csrfBefore {
+		t.Errorf("the inbox form token changed with the restart: %q, then %q", csrfBefore, got)
+	}
+	stranger := browser(t)
+	stranger.Jar.SetCookies(mustURL(t, m2.PublicURL()), []*http.Cookie{{Name: "agentauth_session", Value: strings.Repeat("A", len(sid))}})
+	if who := whoAmIJSON(t, stranger, m2); who != "" {
+		t.Errorf("a made-up session cookie is %q", who)
+	}
+	r, err := hc.Post(m2.PublicURL()+"/logout", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if who := whoAmIJSON(t, hc, m2); who != "" {
+		t.Errorf("after logout the browser is %q", who)
+	}
+	// The cookie kept from before the logout opens nothing either.
+	replay := browser(t)
+	replay.Jar.SetCookies(mustURL(t, m2.PublicURL()), []*http.Cookie{{Name: "agentauth_session", Value: sid}})
+	if who := whoAmIJSON(t, replay, m2); who != "" {
+		t.Errorf("the logged-out cookie is still %q", who)
+	}
+	if n := len(sessionEntries(t, m2)); n != 0 {
+		t.Errorf("sessions stored after logout: %d", n)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// whoAmIJSON is the subject the browser is logged in as, or "".
+func whoAmIJSON(t *testing.T, hc *http.Client, m *Main) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, m.PublicURL()+"/whoami", nil)
+	req.Header.Set("Accept", "application/json")
+	r, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var me struct{ Subject string }
+	_ = json.NewDecoder(r.Body).Decode(&me)
+	return me.Subject
+}
+
+var csrfAttr = regexp.MustCompile(`data-csrf="([^"]+)"`)
+
+// inboxCSRF is the form token of the browser's inbox page.
+func inboxCSRF(t *testing.T, hc *http.Client, m *Main) string {
+	t.Helper()
+	_, page := get(t, hc, m.PublicURL()+"/approvals")
+	c := csrfAttr.FindStringSubmatch(page)
+	if c == nil {
+		t.Fatalf("no form token on the inbox page:\n%s", page)
+	}
+	return c[1]
+}
+
+// sessionEntries reads the sessions bucket: key → value.
+func sessionEntries(t *testing.T, m *Main) map[string]string {
+	t.Helper()
+	ctx := t.Context()
+	kv, err := m.js.KeyValue(ctx, bus.SessionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		out[k] = string(e.Value())
+	}
+	return out
 }

@@ -56,6 +56,7 @@ type Main struct {
 	agentsMu sync.Mutex // serializes syncAgents
 
 	approvalIDKey []byte // derives auth_req_ids (approval.Service.IDKey)
+	csrfKey       []byte // keys the web inbox's form tokens (handlers.Inbox.CSRFKey)
 	verifier      handlers.TokenVerifier
 	userOK        bool
 	devIdP        http.Handler
@@ -134,6 +135,11 @@ func (m *Main) Run(ctx context.Context) error {
 	// Every instance has the sealing key (agents seal to it), so ids
 	// derived from it agree across instances.
 	if m.approvalIDKey, err = hkdf.Key(sha256.New, sealSeed, nil, "agentauth approval auth_req_id v1", 32); err != nil {
+		return err
+	}
+	// Sessions are shared by instances and kept across restarts, so the
+	// inbox's form tokens must be too.
+	if m.csrfKey, err = hkdf.Key(sha256.New, sealSeed, nil, "agentauth inbox csrf v1", 32); err != nil {
 		return err
 	}
 	m.Registry = prometheus.NewRegistry()
@@ -485,7 +491,12 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.login = &handlers.Login{Issuer: issuers[0].Issuer, ClientID: m.Config.LoginClientID, ClientSecret: m.Config.LoginSecret, PublicURL: m.PublicURL(), IDTokens: idv}
+	sessions, err := bus.NewSessionStore(ctx, m.js, m.Config.StreamReplicas)
+	if err != nil {
+		return err
+	}
+	m.login = &handlers.Login{Issuer: issuers[0].Issuer, ClientID: m.Config.LoginClientID, ClientSecret: m.Config.LoginSecret, PublicURL: m.PublicURL(), IDTokens: idv,
+		Sessions: sessions, Log: m.Log}
 	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
 }
@@ -502,7 +513,7 @@ func (m *Main) routes() map[string]http.HandlerFunc {
 			}
 		}
 		if m.approval != nil {
-			m.inbox = &handlers.Inbox{Login: m.login, Service: m.approval, Notifications: bus.Notifications{JS: m.js, Log: m.Log}, Log: m.Log}
+			m.inbox = &handlers.Inbox{Login: m.login, Service: m.approval, Notifications: bus.Notifications{JS: m.js, Log: m.Log}, Log: m.Log, CSRFKey: m.csrfKey}
 			for k, v := range m.inbox.Routes() {
 				r[k] = v
 			}
