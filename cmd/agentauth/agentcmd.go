@@ -139,6 +139,14 @@ func newAgentCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "agent %s created\n  nkey  %s\n  xkey  %s\n  credentials written to %s (0600): it holds the agent's secret seeds; agentauth keeps none, so keep this file safe\n\n", a.ID, a.NKey, a.XKey, path)
+			// An embedded server applies the registry change within
+			// milliseconds; wait for it, so that the agent can connect
+			// as soon as this command returns.
+			if acceptedWithin(ctx, nf.url, []byte(creds.NKeySeed), acceptWait) {
+				fmt.Fprintf(w, "The NATS server at %s accepts the agent now.\n", nf.url)
+			} else {
+				fmt.Fprintf(w, "The NATS server at %s does not accept the agent yet. agentauth's embedded server applies new agents within a second; with your own NATS server, regenerate its authorization with: agentauth agent nats-config\n", nf.url)
+			}
 			fmt.Fprintf(w, "Use it from Go:  client.Connect(ctx, client.Options{CredsFile: %q})\n", path)
 			return nil
 		},
@@ -241,6 +249,29 @@ func newAgentCmd() *cobra.Command {
 	}
 	cmd.AddCommand(add, list, show, remove, policy, natsConfig)
 	return cmd
+}
+
+// acceptWait bounds how long `agent add` waits for the server to accept
+// the new agent.
+const acceptWait = 5 * time.Second
+
+// acceptedWithin reports whether the NATS server at url accepts a
+// connection authenticated with seed within d.
+func acceptedWithin(ctx context.Context, url string, seed []byte, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		nc, err := bus.Connect(bus.ConnOptions{URL: url, Name: "agentauth-agent-check", NKeySeed: seed})
+		if err == nil {
+			nc.Close()
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }
 
 func dash(s string) string {

@@ -332,7 +332,10 @@ func TestAgentCommands(t *testing.T) {
 		t.Errorf("the registry holds a seed: %s", mustJSON(t, a))
 	}
 
-	waitForUser(t, m, mustCreds(t, path))
+	// `agent add` returns once the server accepts the agent: no wait here.
+	if !strings.Contains(got, "accepts the agent now") {
+		t.Errorf("add did not report the agent accepted: %s", got)
+	}
 	cl, err := client.Connect(context.Background(), client.Options{CredsFile: path})
 	if err != nil {
 		t.Fatal(err)
@@ -397,4 +400,25 @@ func mustCreds(t *testing.T, path string) agents.Credentials {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestAcceptedWithin: the wait of `agent add` reports a registered agent
+// accepted, and an unknown key not accepted once its time is up.
+func TestAcceptedWithin(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	creds := MustRegister(t, m, "known", agents.Policy{})
+	if !acceptedWithin(context.Background(), m.NATSURL(), []byte(creds.NKeySeed), 5*time.Second) {
+		t.Error("a registered agent is reported not accepted")
+	}
+	_, stranger, err := agents.New("stranger", agents.Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if acceptedWithin(context.Background(), m.NATSURL(), []byte(stranger.NKeySeed), 300*time.Millisecond) {
+		t.Error("an unregistered key is reported accepted")
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Errorf("gave up after %v, before its time", waited)
+	}
 }
