@@ -59,6 +59,25 @@ func (s *SessionStore) GetSession(ctx context.Context, key string) ([]byte, erro
 	return e.Value(), nil
 }
 
+// TakeSession returns what is stored under key and removes it, once: of
+// several concurrent takers one gets the value, the others nil.
+func (s *SessionStore) TakeSession(ctx context.Context, key string) ([]byte, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: read session: %w", err)
+	}
+	if err := s.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, nil // taken by another
+		}
+		return nil, fmt.Errorf("bus: take session: %w", err)
+	}
+	return e.Value(), nil
+}
+
 // DeleteSession removes the session under key (logout).
 func (s *SessionStore) DeleteSession(ctx context.Context, key string) error {
 	if err := s.kv.Purge(ctx, key); err != nil {

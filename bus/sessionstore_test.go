@@ -7,7 +7,8 @@ import (
 )
 
 // TestSessionStore: a stored session reads back, a key is never stored
-// twice, a purged or expired session reads as none.
+// twice, a purged or expired session reads as none, and a taken one is
+// taken once.
 func TestSessionStore(t *testing.T) {
 	js := MustJetStream(t)
 	ctx := t.Context()
@@ -52,6 +53,35 @@ func TestSessionStore(t *testing.T) {
 			t.Fatal("a session with a one-second TTL is still there after 10 s")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// Taken once: of 8 concurrent takers exactly one gets the value.
+	if err := s.PutSession(ctx, "once", []byte(`{"v":1}`), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 8)
+	for range 8 {
+		go func() {
+			v, err := s.TakeSession(ctx, "once")
+			if err != nil {
+				t.Error(err)
+			}
+			got <- v
+		}()
+	}
+	n := 0
+	for range 8 {
+		if v := <-got; v != nil {
+			n++
+			if string(v) != `{"v":1}` {
+				t.Errorf("taken value %q", v)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d takers got the value, want 1", n)
+	}
+	if v, err := s.TakeSession(ctx, "once"); v != nil || err != nil {
+		t.Errorf("taken again: %q, %v", v, err)
 	}
 	// Opening the bucket again (another instance, a restart) keeps it.
 	if err := s.PutSession(ctx, "k2", []byte(`{}`), time.Hour); err != nil {

@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -40,6 +42,12 @@ type Login struct {
 	Sessions     SessionStore     // nil: sessions in this process's memory
 	Log          *slog.Logger     // session store failures; slog.Default() if nil
 
+	// StateKey (32 bytes) seals logins in progress (PKCE verifier, nonce)
+	// into Sessions, so that the callback may reach another instance or
+	// come after a restart; instances sharing Sessions share it. Without
+	// it (or without Sessions) logins in progress stay in memory.
+	StateKey []byte
+
 	once    sync.Once
 	cfgErr  error
 	oauth   *oauth2.Config
@@ -51,6 +59,88 @@ type Login struct {
 type pendingLogin struct {
 	verifier, nonce, next string
 	created               time.Time
+}
+
+// sealedPending is a login in progress as stored, sealed with StateKey.
+type sealedPending struct {
+	Verifier string    `json:"verifier"`
+	Nonce    string    `json:"nonce"`
+	Next     string    `json:"next"`
+	Created  time.Time `json:"created"`
+}
+
+func pendingKey(state string) string {
+	h := sha256.Sum256([]byte("agentauth login\x00" + state))
+	return "login." + hex.EncodeToString(h[:])
+}
+
+func (l *Login) stateAEAD() (cipher.AEAD, bool) {
+	if l.Sessions == nil || len(l.StateKey) != 32 {
+		return nil, false
+	}
+	b, err := aes.NewCipher(l.StateKey)
+	if err != nil {
+		return nil, false
+	}
+	g, err := cipher.NewGCM(b)
+	return g, err == nil
+}
+
+// putPending keeps a login in progress for loginTTL.
+func (l *Login) putPending(ctx context.Context, state string, p pendingLogin) error {
+	g, ok := l.stateAEAD()
+	if !ok {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.pending == nil {
+			l.pending = map[string]pendingLogin{}
+		}
+		for k, old := range l.pending {
+			if p.created.Sub(old.created) > loginTTL {
+				delete(l.pending, k)
+			}
+		}
+		l.pending[state] = p
+		return nil
+	}
+	plain, err := json.Marshal(sealedPending{Verifier: p.verifier, Nonce: p.nonce, Next: p.next, Created: p.created})
+	if err != nil {
+		return err
+	}
+	key := pendingKey(state)
+	nonce := make([]byte, g.NonceSize())
+	_, _ = rand.Read(nonce)
+	return l.Sessions.PutSession(ctx, key, g.Seal(nonce, nonce, plain, []byte(key)), loginTTL)
+}
+
+// takePending returns a login in progress and forgets it (single use).
+func (l *Login) takePending(ctx context.Context, state string) (pendingLogin, bool) {
+	g, ok := l.stateAEAD()
+	if !ok {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		p, ok := l.pending[state]
+		delete(l.pending, state)
+		return p, ok
+	}
+	key := pendingKey(state)
+	b, err := l.Sessions.TakeSession(ctx, key)
+	if err != nil {
+		l.log().Warn("session store unavailable: a login in progress could not be read", "error", err)
+		return pendingLogin{}, false
+	}
+	if len(b) < g.NonceSize() {
+		return pendingLogin{}, false
+	}
+	plain, err := g.Open(nil, b[:g.NonceSize()], b[g.NonceSize():], []byte(key))
+	if err != nil {
+		return pendingLogin{}, false
+	}
+	var sp sealedPending
+	if json.Unmarshal(plain, &sp) != nil {
+		return pendingLogin{}, false
+	}
+	return pendingLogin{verifier: sp.Verifier, nonce: sp.Nonce, next: sp.Next, created: sp.Created}, true
 }
 
 // Session is a logged-in browser.
@@ -65,6 +155,9 @@ type Session struct {
 type SessionStore interface {
 	PutSession(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	GetSession(ctx context.Context, key string) ([]byte, error)
+	// TakeSession returns the value under key and removes it; of
+	// concurrent takers, one gets it.
+	TakeSession(ctx context.Context, key string) ([]byte, error)
 	DeleteSession(ctx context.Context, key string) error
 }
 
@@ -227,18 +320,11 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 		next = "/whoami"
 	}
 	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
-	l.mu.Lock()
-	if l.pending == nil {
-		l.pending = map[string]pendingLogin{}
+	if err := l.putPending(r.Context(), state, pendingLogin{verifier: verifier, nonce: nonce, next: next, created: l.now()}); err != nil {
+		l.log().Warn("login not started", "error", err)
+		http.Error(w, "login is unavailable: agentauth's session store did not answer; try again in a moment", http.StatusServiceUnavailable)
+		return
 	}
-	now := l.now()
-	for k, p := range l.pending {
-		if now.Sub(p.created) > loginTTL {
-			delete(l.pending, k)
-		}
-	}
-	l.pending[state] = pendingLogin{verifier: verifier, nonce: nonce, next: next, created: now}
-	l.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: state, Path: "/", MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, l.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)), http.StatusFound)
 }
@@ -264,10 +350,7 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, http.StatusBadRequest, "This login was not started in this browser (state mismatch). Start again at /login.")
 		return
 	}
-	l.mu.Lock()
-	p, ok := l.pending[state]
-	delete(l.pending, state)
-	l.mu.Unlock()
+	p, ok := l.takePending(r.Context(), state)
 	if !ok || l.now().Sub(p.created) > loginTTL {
 		l.fail(w, http.StatusBadRequest, "This login expired or was already used. Start again at /login.")
 		return

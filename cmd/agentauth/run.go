@@ -57,6 +57,7 @@ type Main struct {
 
 	approvalIDKey []byte // derives auth_req_ids (approval.Service.IDKey)
 	csrfKey       []byte // keys the web inbox's form tokens (handlers.Inbox.CSRFKey)
+	loginKey      []byte // seals logins in progress (handlers.Login.StateKey)
 	verifier      handlers.TokenVerifier
 	userOK        bool
 	devIdP        http.Handler
@@ -140,6 +141,9 @@ func (m *Main) Run(ctx context.Context) error {
 	// Sessions are shared by instances and kept across restarts, so the
 	// inbox's form tokens must be too.
 	if m.csrfKey, err = hkdf.Key(sha256.New, sealSeed, nil, "agentauth inbox csrf v1", 32); err != nil {
+		return err
+	}
+	if m.loginKey, err = hkdf.Key(sha256.New, sealSeed, nil, "agentauth login state v1", 32); err != nil {
 		return err
 	}
 	m.Registry = prometheus.NewRegistry()
@@ -496,7 +500,7 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 		return err
 	}
 	m.login = &handlers.Login{Issuer: issuers[0].Issuer, ClientID: m.Config.LoginClientID, ClientSecret: m.Config.LoginSecret, PublicURL: m.PublicURL(), IDTokens: idv,
-		Sessions: sessions, Log: m.Log}
+		Sessions: sessions, StateKey: m.loginKey, Log: m.Log}
 	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
 }
