@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -338,16 +336,7 @@ func TestApprovalIdempotent(t *testing.T) {
 // between the request and the decision; the request survives and
 // completes, and expiry is still enforced by the service alone.
 func TestApprovalSurvivesRestart(t *testing.T) {
-	cfg := testConfig(t)
-	// The same HTTP address after the restart: the development provider's
-	// issuer (and so alice's token) stays valid.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTPListen = ln.Addr().String()
-	ln.Close()
-	m := MustMain(t, cfg)
+	m := MustMain(t, restartableConfig(t))
 	creds := MustRegister(t, m, "shopper", agents.Policy{ApprovalAudiences: []string{shop}, ApprovalScopes: []string{"purchase"}})
 	alice := devToken(t, m, "alice")
 	connect := func(m *Main) *client.Client {
@@ -372,15 +361,7 @@ func TestApprovalSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = agent.Close()
-	if err := m.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	m2 := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := m2.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m2.Close(context.Background()) })
+	m2 := restart(t, m)
 	agent = connect(m2)
 	app := approvalsClient(t, m2)
 	// The user token was issued by the first run's development provider,

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"html"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -156,17 +153,7 @@ func TestLoginBadInput(t *testing.T) {
 // still valid, a made-up cookie is nobody, and logout ends the session
 // for good.
 func TestBrowserSessionSurvivesRestart(t *testing.T) {
-	cfg := testConfig(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTPListen = ln.Addr().String() // the same address (and issuer) after the restart
-	ln.Close()
-	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := m.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	m := MustMain(t, restartableConfig(t))
 	hc := loggedIn(t, m, "alice")
 	var sid string
 	for _, c := range hc.Jar.Cookies(mustURL(t, m.PublicURL())) {
@@ -187,15 +174,7 @@ func TestBrowserSessionSurvivesRestart(t *testing.T) {
 			t.Fatalf("the session cookie is stored in the bucket: %s = %s", k, v)
 		}
 	}
-	if err := m.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	m2 := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := m2.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m2.Close(context.Background()) })
+	m2 := restart(t, m)
 	if who := whoAmIJSON(t, hc, m2); who != "dev-alice" {
 		t.Fatalf("after the restart the browser is %q, want dev-alice", who)
 	}

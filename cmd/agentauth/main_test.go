@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,6 +33,31 @@ func testConfig(tb testing.TB) Config {
 	c := benchConfig(tb.TempDir(), "2m")
 	c.LogLevel = "error"
 	return c
+}
+
+// restartableConfig is testConfig on a fixed HTTP address: after a
+// restart the development provider's issuer, and the tokens it issued,
+// stay valid.
+func restartableConfig(tb testing.TB) Config {
+	tb.Helper()
+	cfg := testConfig(tb)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.HTTPListen = ln.Addr().String()
+	ln.Close()
+	return cfg
+}
+
+// restart stops m (and its embedded NATS) and runs agentauth again with
+// the same configuration and data dir.
+func restart(tb testing.TB, m *Main) *Main {
+	tb.Helper()
+	if err := m.Close(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return MustMain(tb, m.Config)
 }
 
 // MustMain runs agentauth with cfg and closes it when the test ends.
