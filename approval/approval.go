@@ -102,9 +102,12 @@ type Store interface {
 	// returns the new revision; ErrConflict when it moved.
 	Update(ctx context.Context, r Request, revision uint64) (uint64, error)
 	// Watch calls fn, from one goroutine, with every request as stored
-	// now and then as it changes, until ctx ends (it returns nil then) or
-	// the watch fails.
-	Watch(ctx context.Context, fn func(Request)) error
+	// now and then as it changes, each with its revision, until ctx ends
+	// (it returns nil then) or the watch fails.
+	Watch(ctx context.Context, fn func(r Request, revision uint64)) error
+	// LastRevision is the revision of the latest change to the store: a
+	// watch that delivered it has seen everything stored before.
+	LastRevision(ctx context.Context) (uint64, error)
 	// List returns every stored request (operators; O(n)).
 	List(ctx context.Context) ([]Request, error)
 }

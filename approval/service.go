@@ -6,8 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentauth/agentauth/agents"
@@ -68,6 +68,7 @@ type Service struct {
 
 	idKeyOnce sync.Once
 	idKey     []byte
+	index     atomic.Pointer[pendingIndex] // Run's, while its watch runs
 }
 
 // maxCAS bounds the read-modify-write rounds of one operation: conflicts
@@ -397,7 +398,18 @@ func (s *Service) Get(ctx context.Context, id string) (Request, error) {
 }
 
 // Pending returns the person's pending, unexpired requests, oldest first.
+// While Run watches the store, the answer comes from its index once the
+// index has caught up with the store's latest revision (so a request
+// stored before the call is in it, whichever instance stored it);
+// otherwise every stored request is read.
 func (s *Service) Pending(ctx context.Context, u UserRef) ([]Request, error) {
+	if x := s.index.Load(); x != nil {
+		if last, err := s.Store.LastRevision(ctx); err == nil {
+			if out, ok := x.pending(ctx, last, u, s.now()); ok {
+				return out, nil
+			}
+		}
+	}
 	all, err := s.Store.List(ctx)
 	if err != nil {
 		return nil, unavailable("list", err)
@@ -409,12 +421,7 @@ func (s *Service) Pending(ctx context.Context, u UserRef) ([]Request, error) {
 			out = append(out, r)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Created.Equal(out[j].Created) {
-			return out[i].Created.Before(out[j].Created)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortPending(out)
 	return out, nil
 }
 
@@ -523,7 +530,14 @@ func (s *Service) Run(ctx context.Context) error {
 	backoff := first
 	for {
 		began := time.Now()
-		err := s.Store.Watch(ctx, e.seen)
+		x := newPendingIndex()
+		s.index.Store(x)
+		err := s.Store.Watch(ctx, func(r Request, rev uint64) {
+			x.seen(r, rev)
+			e.seen(r)
+		})
+		s.index.CompareAndSwap(x, nil)
+		x.stop()
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -902,6 +902,97 @@ func TestApprovalPending(t *testing.T) {
 	wantCode(t, err, schemas.CodeNotFound)
 }
 
+// countingStore is the real store, counting full reads, with a watch
+// that delivers each change late (an instance whose watch lags).
+type countingStore struct {
+	*bus.ApprovalStore
+	lists atomic.Int64
+	lag   time.Duration
+}
+
+func (c *countingStore) Watch(ctx context.Context, fn func(approval.Request, uint64)) error {
+	return c.ApprovalStore.Watch(ctx, func(r approval.Request, rev uint64) {
+		time.Sleep(c.lag)
+		fn(r, rev)
+	})
+}
+
+func (c *countingStore) List(ctx context.Context) ([]approval.Request, error) {
+	c.lists.Add(1)
+	return c.ApprovalStore.List(ctx)
+}
+
+// TestApprovalPendingFromIndex: while Run watches the store, Pending
+// answers from its index without reading every stored request, and
+// includes what another instance stored just before the call, even when
+// the watch lags; it agrees
+// with the full read, and falls back to it once Run has stopped.
+func TestApprovalPendingFromIndex(t *testing.T) {
+	e := newEnv(t)
+	// Its watch lags 50 ms behind the store: an answer from the index
+	// before it caught up would miss what was just stored.
+	counting := &countingStore{ApprovalStore: mustStore(t, e.url), lag: 50 * time.Millisecond}
+	a := e.service(counting, e.clock.Now)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	defer stop()
+	ids := func(rs []approval.Request) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	// Another instance (e.svc, its own connection) stores and decides;
+	// a asks right after each write.
+	first := e.mustRequest(t, nil)
+	got, err := a.Pending(t.Context(), alice)
+	if err != nil || !slices.Equal(ids(got), []string{first.ID}) {
+		t.Fatalf("pending right after the first request: %v, %v", ids(got), err)
+	}
+	e.clock.Add(time.Second)
+	second := e.mustRequest(t, nil)
+	e.mustRequest(t, func(n *approval.NewRequest) { n.User = bob })
+	decided := e.mustRequest(t, nil)
+	if _, err := e.svc.Decide(t.Context(), deny(decided.ID)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = a.Pending(t.Context(), alice)
+	if err != nil || !slices.Equal(ids(got), []string{first.ID, second.ID}) {
+		t.Fatalf("pending after more requests and a decision: %v, %v; want %v", ids(got), err, []string{first.ID, second.ID})
+	}
+	if n := counting.lists.Load(); n != 0 {
+		t.Errorf("Pending read every stored request %d times while the index was live", n)
+	}
+	full, err := e.svc.Pending(t.Context(), alice) // no Run: the full read
+	if err != nil || !slices.Equal(ids(full), ids(got)) {
+		t.Errorf("the full read gives %v, %v; the index %v", ids(full), err, ids(got))
+	}
+	if got, _ := a.Pending(t.Context(), bob); len(got) != 1 {
+		t.Errorf("bob's pending: %v", ids(got))
+	}
+
+	stop()
+	got, err = a.Pending(t.Context(), alice)
+	if err != nil || !slices.Equal(ids(got), []string{first.ID, second.ID}) {
+		t.Errorf("pending after Run stopped: %v, %v", ids(got), err)
+	}
+	if counting.lists.Load() == 0 {
+		t.Error("after Run stopped, Pending did not read the store")
+	}
+}
+
 // TestApprovalRunExpiresAfterRestart: requests made by an instance that
 // then stopped expire by themselves, with nobody polling, once any
 // instance runs; with two instances running there is still one outcome

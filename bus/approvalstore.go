@@ -147,13 +147,27 @@ func (s *ApprovalStore) Update(ctx context.Context, r approval.Request, revision
 	return rev, nil
 }
 
+// LastRevision is the bucket's last sequence: the revision of its latest
+// change.
+func (s *ApprovalStore) LastRevision(ctx context.Context) (uint64, error) {
+	st, err := s.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("approval store status: %w", err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return 0, errors.New("approval store status: no stream state")
+	}
+	return bs.StreamInfo().State.LastSeq, nil
+}
+
 // Watch calls fn with every stored request, then with each change, until
 // ctx ends (nil) or the watch stops (an error). fn runs on the calling
 // goroutine; records that cannot be read are skipped. After a reconnect
 // Watch returns an error at once, for the caller to watch again: the
 // watch's consumer may be gone with a restarted server, and nats.go would
 // notice only after missing heartbeats for 10-20 s.
-func (s *ApprovalStore) Watch(ctx context.Context, fn func(approval.Request)) error {
+func (s *ApprovalStore) Watch(ctx context.Context, fn func(approval.Request, uint64)) error {
 	var reconnected chan nats.Status
 	if s.nc != nil {
 		reconnected = s.nc.StatusChanged(nats.CONNECTED)
@@ -185,7 +199,7 @@ func (s *ApprovalStore) Watch(ctx context.Context, fn func(approval.Request)) er
 			}
 			var r approval.Request
 			if json.Unmarshal(e.Value(), &r) == nil {
-				fn(r)
+				fn(r, e.Revision())
 			}
 		}
 	}

@@ -154,7 +154,7 @@ func TestApprovalStoreWatchAndList(t *testing.T) {
 	}
 	seen := make(chan approval.Request, 16)
 	done := make(chan error, 1)
-	go func() { done <- st.Watch(ctx, func(r approval.Request) { seen <- r }) }()
+	go func() { done <- st.Watch(ctx, func(r approval.Request, _ uint64) { seen <- r }) }()
 	if r := receive(t, seen, "the existing request"); r.ID != "old" {
 		t.Fatalf("first: %s", r.ID)
 	}
