@@ -148,7 +148,8 @@ func (s *ApprovalStore) Update(ctx context.Context, r approval.Request, revision
 }
 
 // LastRevision is the bucket's last sequence: the revision of its latest
-// change.
+// change; 0 when the bucket holds nothing (its last change aged out with
+// everything before it).
 func (s *ApprovalStore) LastRevision(ctx context.Context) (uint64, error) {
 	st, err := s.kv.Status(ctx)
 	if err != nil {
@@ -157,6 +158,9 @@ func (s *ApprovalStore) LastRevision(ctx context.Context) (uint64, error) {
 	bs, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok || bs.StreamInfo() == nil {
 		return 0, errors.New("approval store status: no stream state")
+	}
+	if bs.StreamInfo().State.Msgs == 0 {
+		return 0, nil
 	}
 	return bs.StreamInfo().State.LastSeq, nil
 }

@@ -149,14 +149,23 @@ func TestApprovalStoreWatchAndList(t *testing.T) {
 	st, _ := mustApprovalStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
+	if rev, err := st.LastRevision(ctx); rev != 0 || err != nil {
+		t.Fatalf("last revision of the empty bucket: %d, %v", rev, err)
+	}
 	if _, err := st.Create(ctx, testApproval("old", "shopper", "ev-1")); err != nil {
 		t.Fatal(err)
 	}
 	seen := make(chan approval.Request, 16)
+	revs := make(chan uint64, 16)
 	done := make(chan error, 1)
-	go func() { done <- st.Watch(ctx, func(r approval.Request, _ uint64) { seen <- r }) }()
+	go func() {
+		done <- st.Watch(ctx, func(r approval.Request, rev uint64) { revs <- rev; seen <- r })
+	}()
 	if r := receive(t, seen, "the existing request"); r.ID != "old" {
 		t.Fatalf("first: %s", r.ID)
+	}
+	if rev, last := <-revs, mustLastRevision(t, st); rev == 0 || rev != last {
+		t.Errorf("the watch delivered revision %d; the bucket's last is %d", rev, last)
 	}
 	newer := testApproval("new", "shopper", "ev-2")
 	newer.Created = newer.Created.Add(time.Millisecond) // created in the same millisecond, "new" would sort first
@@ -174,6 +183,10 @@ func TestApprovalStoreWatchAndList(t *testing.T) {
 	if r := receive(t, seen, "the update"); r.ID != "old" || r.State != schemas.ApprovalExpired {
 		t.Fatalf("update: %+v", r)
 	}
+	<-revs // the new request's
+	if rev, last := <-revs, mustLastRevision(t, st); rev != last {
+		t.Errorf("the update's revision %d; the bucket's last is %d", rev, last)
+	}
 	all, err := st.List(ctx)
 	if err != nil || len(all) != 2 || all[0].ID != "old" || all[1].ID != "new" {
 		t.Fatalf("list: %+v, %v", all, err)
@@ -182,6 +195,15 @@ func TestApprovalStoreWatchAndList(t *testing.T) {
 	if err := receive(t, done, "Watch to return"); err != nil {
 		t.Errorf("Watch: %v", err)
 	}
+}
+
+func mustLastRevision(t *testing.T, st *ApprovalStore) uint64 {
+	t.Helper()
+	rev, err := st.LastRevision(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
 }
 
 // approvalEvents records approval.Events.
