@@ -357,15 +357,18 @@ func auditSubjects(op schemas.Op) [3]string {
 }
 
 // DecodeData unmarshals an event's JSON data into v.
-func DecodeData(e *event.Event, v any) error {
-	if len(e.Data()) == 0 {
+func DecodeData(e *event.Event, v any) error { return decodeJSONData(e.Data(), v) }
+
+// decodeJSONData unmarshals JSON data (none: nothing) into v. The hot
+// payloads decode themselves when their data is simple (schemas holds them
+// equal to encoding/json); otherwise, and for everything else,
+// encoding/json.
+func decodeJSONData(data []byte, v any) error {
+	if len(data) == 0 {
 		return nil
 	}
-	// The hot requests decode themselves when their data is simple
-	// (schemas holds them equal to encoding/json); otherwise, and for
-	// everything else, encoding/json.
-	if d, ok := v.(interface{ DecodeJSON([]byte) error }); ok && d.DecodeJSON(e.Data()) == nil {
+	if d, ok := v.(interface{ DecodeJSON([]byte) error }); ok && d.DecodeJSON(data) == nil {
 		return nil
 	}
-	return json.Unmarshal(e.Data(), v)
+	return json.Unmarshal(data, v)
 }

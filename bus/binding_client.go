@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -56,13 +55,7 @@ func DecodeReply(msg *nats.Msg, want string, v any) error {
 		}
 		return DecodeData(e, v)
 	}
-	if len(msg.Data) == 0 {
-		return nil
-	}
-	if d, ok := v.(interface{ DecodeJSON([]byte) error }); ok && d.DecodeJSON(msg.Data) == nil {
-		return nil
-	}
-	return json.Unmarshal(msg.Data, v)
+	return decodeJSONData(msg.Data, v)
 }
 
 // plainReply reports whether h holds exactly the attributes a reply of
