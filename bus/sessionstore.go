@@ -49,6 +49,15 @@ func (s *SessionStore) PutSession(ctx context.Context, key string, value []byte,
 // GetSession returns the session stored under key, or nil when there is
 // none (never stored, expired or deleted).
 func (s *SessionStore) GetSession(ctx context.Context, key string) ([]byte, error) {
+	e, err := s.entry(ctx, key)
+	if e == nil {
+		return nil, err
+	}
+	return e.Value(), nil
+}
+
+// entry is key's current entry, or nil when there is none.
+func (s *SessionStore) entry(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	e, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
@@ -56,18 +65,15 @@ func (s *SessionStore) GetSession(ctx context.Context, key string) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("bus: read session: %w", err)
 	}
-	return e.Value(), nil
+	return e, nil
 }
 
 // TakeSession returns what is stored under key and removes it, once: of
 // several concurrent takers one gets the value, the others nil.
 func (s *SessionStore) TakeSession(ctx context.Context, key string) ([]byte, error) {
-	e, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: read session: %w", err)
+	e, err := s.entry(ctx, key)
+	if e == nil {
+		return nil, err
 	}
 	if err := s.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {

@@ -39,8 +39,7 @@ type testOpenFGA struct {
 	srv   *httptest.Server
 	fault atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 	mu    sync.Mutex
-	calls map[string]int // path suffix → calls
-	reqs  [][]byte       // batch-check request bodies
+	reqs  [][]byte // batch-check request bodies
 }
 
 // mustOpenFGA starts one; opts are added to (and override) the defaults.
@@ -79,10 +78,9 @@ func mustOpenFGA(tb testing.TB, opts ...server.OpenFGAServiceV1Option) *testOpen
 	if err := openfgav1.RegisterOpenFGAServiceHandler(ctx, mux, conn); err != nil {
 		tb.Fatal(err)
 	}
-	o := &testOpenFGA{calls: map[string]int{}}
+	o := &testOpenFGA{}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
-		o.calls[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
 		if strings.HasSuffix(r.URL.Path, "/batch-check") {
 			b, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(b))
@@ -113,12 +111,6 @@ func (o *testOpenFGA) setFault(f func(w http.ResponseWriter, r *http.Request) bo
 		return
 	}
 	o.fault.Store(&f)
-}
-
-func (o *testOpenFGA) count(suffix string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.calls[suffix]
 }
 
 func mustFGA(tb testing.TB, url, store string) *FGA {

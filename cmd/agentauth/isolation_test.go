@@ -380,10 +380,6 @@ func TestAgentCommands(t *testing.T) {
 	}
 }
 
-type io_discard struct{}
-
-func (io_discard) Write(p []byte) (int, error) { return len(p), nil }
-
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -403,7 +399,7 @@ func mustCreds(t *testing.T, path string) agents.Credentials {
 }
 
 // TestAcceptedWithin: the wait of `agent add` reports a registered agent
-// accepted, and an unknown key not accepted once its time is up.
+// accepted, and an unknown key not accepted.
 func TestAcceptedWithin(t *testing.T) {
 	m := MustMain(t, testConfig(t))
 	creds := MustRegister(t, m, "known", agents.Policy{})
@@ -414,11 +410,7 @@ func TestAcceptedWithin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	if acceptedWithin(context.Background(), m.NATSURL(), []byte(stranger.NKeySeed), 300*time.Millisecond) {
 		t.Error("an unregistered key is reported accepted")
-	}
-	if waited := time.Since(start); waited < 300*time.Millisecond {
-		t.Errorf("gave up after %v, before its time", waited)
 	}
 }
