@@ -82,7 +82,7 @@ func (x *pendingIndex) pending(ctx context.Context, last uint64, u UserRef, now 
 				}
 			}
 			x.mu.Unlock()
-			sortPending(out)
+			SortOldestFirst(out)
 			return out, true
 		}
 		grown := x.grown
@@ -97,8 +97,9 @@ func (x *pendingIndex) pending(ctx context.Context, last uint64, u UserRef, now 
 	}
 }
 
-// sortPending orders requests oldest first (by id for the same instant).
-func sortPending(rs []Request) {
+// SortOldestFirst orders requests oldest first, by id for the same instant
+// (a stable order for listings).
+func SortOldestFirst(rs []Request) {
 	sort.Slice(rs, func(i, j int) bool {
 		if !rs[i].Created.Equal(rs[j].Created) {
 			return rs[i].Created.Before(rs[j].Created)

@@ -421,7 +421,7 @@ func (s *Service) Pending(ctx context.Context, u UserRef) ([]Request, error) {
 			out = append(out, r)
 		}
 	}
-	sortPending(out)
+	SortOldestFirst(out)
 	return out, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -230,12 +229,7 @@ func (s *ApprovalStore) List(ctx context.Context) ([]approval.Request, error) {
 				return nil, errors.New("approval list: the watch stopped")
 			}
 			if e == nil { // every current value was delivered
-				sort.Slice(out, func(i, j int) bool {
-					if !out[i].Created.Equal(out[j].Created) {
-						return out[i].Created.Before(out[j].Created)
-					}
-					return out[i].ID < out[j].ID // a stable order for requests of the same instant
-				})
+				approval.SortOldestFirst(out)
 				return out, nil
 			}
 			var r approval.Request
