@@ -4,7 +4,9 @@ import (
 	"mime"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
@@ -18,7 +20,10 @@ import (
 // each value percent-decoded and required to be non-empty UTF-8. The
 // caller has checked ce-specversion.
 func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
-	ec := &event.EventContextV1{}
+	// The event, its context and their small fields share one
+	// allocation: this runs for every request.
+	d := &eventBlock{}
+	ec := &d.ec
 	var contentType, ceContentType bool
 	// Names compare case-insensitively: CE-ID and ce-id are one attribute
 	// sent twice. Messages carry few headers, so a quadratic check is the
@@ -46,8 +51,8 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 					return nil, invalid(schemas.CodeInvalidEvent, "header %s is empty; omit it instead of sending it empty", k)
 				}
 				contentType = true
-				ct := vs[0]
-				ec.DataContentType = &ct
+				d.ct = vs[0]
+				ec.DataContentType = &d.ct
 			}
 			continue
 		}
@@ -84,13 +89,15 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 			}
 			ec.Source = u
 		case "subject":
-			ec.Subject = &val
+			d.subject = val
+			ec.Subject = &d.subject
 		case "time":
 			t, err := time.Parse(time.RFC3339Nano, val)
 			if err != nil {
 				return nil, invalid(schemas.CodeInvalidEvent, "header %s: %q is not an RFC 3339 timestamp such as 2026-01-02T15:04:05Z", k, val)
 			}
-			ec.Time = &types.Timestamp{Time: t}
+			d.ts.Time = t
+			ec.Time = &d.ts
 		case "dataschema":
 			u := types.ParseURI(val)
 			if u == nil {
@@ -102,7 +109,8 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 				return nil, invalid(schemas.CodeInvalidEvent, "both Content-Type and ce-datacontenttype are set; use Content-Type")
 			}
 			ceContentType = true
-			ec.DataContentType = &val
+			d.ct = val
+			ec.DataContentType = &d.ct
 		default:
 			if !extName.MatchString(name) {
 				return nil, invalid(schemas.CodeInvalidEvent, "header %s: extension names are lower-case letters and digits only", k)
@@ -127,11 +135,22 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 			return nil, invalid(schemas.CodeInvalidEvent, "datacontenttype %q is not a media type such as application/json", *ec.DataContentType)
 		}
 	}
-	e := &event.Event{Context: ec}
+	e := &d.e
+	e.Context = ec
 	if len(data) > 0 {
 		e.DataEncoded = data
 	}
 	return e, nil
+}
+
+// eventBlock holds an event with its 1.0 context and the attribute values
+// that context points to, so that building one is a single allocation.
+type eventBlock struct {
+	e       event.Event
+	ec      event.EventContextV1
+	ts      types.Timestamp
+	ct      string
+	subject string
 }
 
 // parseSource parses a source URI-reference. A plain absolute path of
@@ -163,21 +182,56 @@ func isLower(s string) bool {
 	return true
 }
 
-// encodeV1 writes a 1.0 context as binary-mode headers.
-func encodeV1(ec *event.EventContextV1, data []byte) nats.Header {
+// headerBlock is a binary-mode header with room for the values it holds.
+// Encode fills a fresh one; the server fills pooled ones for replies and
+// reuses each once its reply is written (nats.go copies the header into
+// its buffer before PublishMsg returns).
+type headerBlock struct {
+	h    nats.Header
+	vals []string // one backing array for every value
+	tbuf [len(time.RFC3339Nano) + 8]byte
+}
+
+var headerBlocks = sync.Pool{New: func() any { return &headerBlock{} }}
+
+// serviceSourceHeader is ce-source of every event agentauth emits.
+var serviceSourceHeader = percentEncode(serviceSource.String())
+
+// encodeV1 writes a 1.0 context as binary-mode headers into hb, replacing
+// what it held.
+func encodeV1(ec *event.EventContextV1, hb *headerBlock) nats.Header {
 	n := 8 + len(ec.Extensions)
-	h := make(nats.Header, n)
-	vals := make([]string, 0, n) // one backing array for every value
+	if hb.h == nil {
+		hb.h = make(nats.Header, n)
+	} else {
+		clear(hb.h)
+	}
+	if cap(hb.vals) < n {
+		hb.vals = make([]string, 0, n)
+	}
+	vals := hb.vals[:0]
+	h := hb.h
 	set := func(k, v string) {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	set("ce-specversion", schemas.SpecVersion)
 	set("ce-id", percentEncode(ec.ID))
-	set("ce-source", percentEncode(ec.Source.String()))
+	if ec.Source.URL == serviceSource.URL {
+		set("ce-source", serviceSourceHeader)
+	} else {
+		set("ce-source", percentEncode(ec.Source.String()))
+	}
 	set("ce-type", percentEncode(ec.Type))
 	if ec.Time != nil && !ec.Time.IsZero() {
-		set("ce-time", ec.Time.UTC().Format(time.RFC3339Nano))
+		// The value lives in hb: the block is reused only after the
+		// header it belongs to has been written.
+		b := ec.Time.UTC().AppendFormat(hb.tbuf[:0], time.RFC3339Nano)
+		if len(b) > 0 && &b[0] == &hb.tbuf[0] {
+			set("ce-time", unsafe.String(&hb.tbuf[0], len(b)))
+		} else {
+			set("ce-time", string(b))
+		}
 	}
 	if ec.DataContentType != nil && *ec.DataContentType != "" {
 		set(HeaderContentType, *ec.DataContentType)
@@ -193,7 +247,14 @@ func encodeV1(ec *event.EventContextV1, data []byte) nats.Header {
 		if err != nil {
 			continue
 		}
-		set(headerPrefix+k, percentEncode(s))
+		if k == ExtTraceparent {
+			set(headerTraceparent, percentEncode(s))
+		} else {
+			set(headerPrefix+k, percentEncode(s))
+		}
 	}
+	hb.vals = vals
 	return h
 }
+
+const headerTraceparent = headerPrefix + ExtTraceparent

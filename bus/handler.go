@@ -84,17 +84,10 @@ func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, erro
 	if err != nil {
 		return nil, err
 	}
-	ct := event.ApplicationJSON
-	return &event.Event{
-		Context: &event.EventContextV1{
-			ID:              nuid.Next(),
-			Source:          source,
-			Type:            typ,
-			Time:            &types.Timestamp{Time: time.Now()},
-			DataContentType: &ct,
-		},
-		DataEncoded: b,
-	}, nil
+	d := &eventBlock{ts: types.Timestamp{Time: time.Now()}, ct: event.ApplicationJSON}
+	d.ec = event.EventContextV1{ID: nuid.Next(), Source: source, Type: typ, Time: &d.ts, DataContentType: &d.ct}
+	d.e = event.Event{Context: &d.ec, DataEncoded: b}
+	return &d.e, nil
 }
 
 // encodeData encodes data as JSON: with its own AppendJSON when it has

@@ -280,12 +280,24 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 		s.respondError(w, req, err)
 		return
 	}
-	h, body, err := Encode(reply)
-	if err != nil {
-		s.respondError(w, req, fmt.Errorf("encode reply: %w", err))
+	ec, ok := reply.Context.(*event.EventContextV1)
+	if !ok {
+		h, body, err := Encode(reply)
+		if err != nil {
+			s.respondError(w, req, fmt.Errorf("encode reply: %w", err))
+			return
+		}
+		if err := w.respond(h, body); err != nil {
+			s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
+		}
 		return
 	}
-	if err := w.respond(h, body); err != nil {
+	// The reply's header is written into a pooled block, free again once
+	// respond has returned: nats.go has copied it by then.
+	hb := headerBlocks.Get().(*headerBlock)
+	err = w.respond(encodeV1(ec, hb), reply.Data())
+	headerBlocks.Put(hb)
+	if err != nil {
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
 }
