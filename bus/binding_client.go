@@ -26,17 +26,33 @@ func NewRequestEncoder(source types.URIRef) RequestEncoder {
 // Encode returns the headers and data of a new event of type typ with
 // data encoded as JSON, a fresh id and the current time.
 func (e RequestEncoder) Encode(typ string, data any) (nats.Header, []byte, error) {
+	return e.EncodeInto(&HeaderBuffer{}, typ, data)
+}
+
+// HeaderBuffer holds the header EncodeInto writes, for reuse once the
+// request has been published (nats.go copies the header before
+// PublishMsg or RequestMsg returns). The zero value is ready.
+type HeaderBuffer struct{ hb headerBlock }
+
+// EncodeInto is Encode writing the header into buf, replacing what it
+// held: a caller that pools buffers sends requests without allocating
+// headers. The header is valid until buf is used again.
+func (e RequestEncoder) EncodeInto(buf *HeaderBuffer, typ string, data any) (nats.Header, []byte, error) {
 	body, err := encodeData(data, 256)
 	if err != nil {
 		return nil, nil, err
 	}
-	vals := [...]string{schemas.SpecVersion, percentEncode(nuid.Next()), e.source, percentEncode(typ),
-		time.Now().UTC().Format(time.RFC3339Nano), event.ApplicationJSON}
-	h := make(nats.Header, len(vals))
-	for i, k := range [...]string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", HeaderContentType} {
-		h[k] = vals[i : i+1 : i+1]
+	hb := &buf.hb
+	if hb.h == nil {
+		hb.h = make(nats.Header, 6)
+		hb.vals = make([]string, 6)
 	}
-	return h, body, nil
+	hb.vals = append(hb.vals[:0], schemas.SpecVersion, percentEncode(nuid.Next()), e.source, percentEncode(typ),
+		hb.formatTime(time.Now()), event.ApplicationJSON)
+	for i, k := range [...]string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", HeaderContentType} {
+		hb.h[k] = hb.vals[i : i+1 : i+1]
+	}
+	return hb.h, body, nil
 }
 
 // DecodeReply reads a reply of type want into v: ParseReply, the type

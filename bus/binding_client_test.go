@@ -3,8 +3,11 @@ package bus
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
@@ -58,6 +61,45 @@ func TestRequestEncoder(t *testing.T) {
 	}
 	if _, _, err := NewRequestEncoder(src).Encode("t", func() {}); err == nil {
 		t.Error("data that is not JSON encoded without an error")
+	}
+}
+
+// TestEncodeIntoReuse: a reused buffer holds exactly the newest request's
+// header (no attribute of the one before left behind), and a reply block
+// reused for a smaller event holds only that event's attributes.
+func TestEncodeIntoReuse(t *testing.T) {
+	enc := NewRequestEncoder(MustSource("/agents/a-1"))
+	var buf HeaderBuffer
+	h1, _, err := enc.EncodeInto(&buf, schemas.TypeSysInfoRequest, schemas.SysInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The time lives in the buffer: copy it before the buffer is reused.
+	id1, time1 := h1["ce-id"][0], strings.Clone(h1["ce-time"][0])
+	time.Sleep(time.Millisecond) // a later time renders differently
+	h2, body, err := enc.EncodeInto(&buf, schemas.TypeWhoAmIRequest, schemas.WhoAmIRequest{UserToken: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2["ce-id"][0] == id1 || h2["ce-time"][0] == time1 || h2["ce-type"][0] != schemas.TypeWhoAmIRequest || len(h2) != 6 {
+		t.Errorf("reused buffer: %v", sortedHeader(h2))
+	}
+	if e, err := Decode(h2, body); err != nil || e.Type() != schemas.TypeWhoAmIRequest || e.Time().Format(time.RFC3339Nano) != h2["ce-time"][0] {
+		t.Errorf("decoded %v, %v", e, err)
+	}
+
+	var hb headerBlock
+	big, _ := NewEvent(schemas.TypeSysInfoReply, &schemas.SysInfo{})
+	setExtension(big, ExtTraceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	big.SetSubject("s")
+	if h := encodeV1(big.Context.(*event.EventContextV1), &hb); len(h) != 8 || h["ce-traceparent"] == nil {
+		t.Fatalf("first: %v", sortedHeader(h))
+	}
+	small, _ := NewEvent(schemas.TypeSysInfoReply, &schemas.SysInfo{})
+	h := encodeV1(small.Context.(*event.EventContextV1), &hb)
+	want, _, _ := Encode(small)
+	if !reflect.DeepEqual(map[string][]string(h), map[string][]string(want)) {
+		t.Errorf("reused block: %v, want %v", sortedHeader(h), sortedHeader(want))
 	}
 }
 

@@ -192,6 +192,17 @@ type headerBlock struct {
 	tbuf [len(time.RFC3339Nano) + 8]byte
 }
 
+// formatTime renders t in UTC as RFC 3339 with nanoseconds. The string
+// lives in hb: a block is reused only after the header that holds it has
+// been written.
+func (hb *headerBlock) formatTime(t time.Time) string {
+	b := t.UTC().AppendFormat(hb.tbuf[:0], time.RFC3339Nano)
+	if len(b) > 0 && &b[0] == &hb.tbuf[0] {
+		return unsafe.String(&hb.tbuf[0], len(b))
+	}
+	return string(b)
+}
+
 var headerBlocks = sync.Pool{New: func() any { return &headerBlock{} }}
 
 // serviceSourceHeader is ce-source of every event agentauth emits.
@@ -224,14 +235,7 @@ func encodeV1(ec *event.EventContextV1, hb *headerBlock) nats.Header {
 	}
 	set("ce-type", percentEncode(ec.Type))
 	if ec.Time != nil && !ec.Time.IsZero() {
-		// The value lives in hb: the block is reused only after the
-		// header it belongs to has been written.
-		b := ec.Time.UTC().AppendFormat(hb.tbuf[:0], time.RFC3339Nano)
-		if len(b) > 0 && &b[0] == &hb.tbuf[0] {
-			set("ce-time", unsafe.String(&hb.tbuf[0], len(b)))
-		} else {
-			set("ce-time", string(b))
-		}
+		set("ce-time", hb.formatTime(ec.Time.Time))
 	}
 	if ec.DataContentType != nil && *ec.DataContentType != "" {
 		set(HeaderContentType, *ec.DataContentType)

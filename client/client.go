@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -213,16 +214,21 @@ func replyError(op schemas.Op, err error) error {
 	return fmt.Errorf("agentauth %s.%s: %w", op.Area, op.Name, err)
 }
 
+var headerBuffers = sync.Pool{New: func() any { return new(bus.HeaderBuffer) }}
+
 // Do sends data as a request for op and decodes the reply's data into out.
 // It writes the request's headers and reads a plain reply directly, with
 // no event objects in between (the same bytes and checks as NewRequest,
 // Send and bus.DecodeData).
 func (c *Client) Do(ctx context.Context, op schemas.Op, data, out any) error {
-	h, body, err := c.encoder.Encode(op.RequestType, data)
+	buf := headerBuffers.Get().(*bus.HeaderBuffer)
+	h, body, err := c.encoder.EncodeInto(buf, op.RequestType, data)
 	if err != nil {
+		headerBuffers.Put(buf)
 		return err
 	}
 	msg, err := c.roundTrip(ctx, op, h, body)
+	headerBuffers.Put(buf) // nats.go copied the header when it sent the request
 	if err != nil {
 		return err
 	}

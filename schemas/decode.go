@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // errNotSimple makes a fast decoder give up; the caller then decodes with
@@ -41,10 +42,11 @@ func (s *scanner) byte(c byte) bool {
 	return false
 }
 
-// str reads a string without escapes or control characters, valid UTF-8.
-func (s *scanner) str() (string, error) {
+// raw reads a string without escapes or control characters, valid
+// UTF-8, and returns its bytes in the input.
+func (s *scanner) raw() ([]byte, error) {
 	if !s.byte('"') {
-		return "", errNotSimple
+		return nil, errNotSimple
 	}
 	start := s.i
 	for s.i < len(s.b) {
@@ -54,15 +56,21 @@ func (s *scanner) str() (string, error) {
 			v := s.b[start:s.i]
 			s.i++
 			if !utf8.Valid(v) {
-				return "", errNotSimple
+				return nil, errNotSimple
 			}
-			return string(v), nil
+			return v, nil
 		case c == '\\' || c < 0x20:
-			return "", errNotSimple
+			return nil, errNotSimple
 		}
 		s.i++
 	}
-	return "", errNotSimple
+	return nil, errNotSimple
+}
+
+// str reads a string as raw does, as a string of its own.
+func (s *scanner) str() (string, error) {
+	v, err := s.raw()
+	return string(v), err
 }
 
 func (s *scanner) strs() ([]string, error) {
@@ -187,12 +195,12 @@ func (r *VaultTokenRequest) DecodeJSON(b []byte) error {
 
 // time reads a timestamp string as time.Time's UnmarshalJSON does.
 func (s *scanner) time() (time.Time, error) {
-	v, err := s.str()
+	v, err := s.raw()
 	if err != nil {
 		return time.Time{}, err
 	}
 	var t time.Time
-	if t.UnmarshalText([]byte(v)) != nil { // the strict RFC 3339 of UnmarshalJSON
+	if t.UnmarshalText(v) != nil { // the strict RFC 3339 of UnmarshalJSON
 		return time.Time{}, errNotSimple
 	}
 	return t, nil
@@ -200,19 +208,21 @@ func (s *scanner) time() (time.Time, error) {
 
 // bytes reads a standard base64 string as encoding/json decodes []byte.
 func (s *scanner) bytes() ([]byte, error) {
-	v, err := s.str()
+	v, err := s.raw()
 	if err != nil {
 		return nil, err
 	}
-	b, err := base64.StdEncoding.DecodeString(v)
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(v))) // [] for "", as encoding/json
+	n, err := base64.StdEncoding.Decode(b, v)
 	if err != nil {
 		return nil, errNotSimple
 	}
-	return b, nil
+	return b[:n], nil
 }
 
 // members reads an object's members without requiring the input to end
-// after it (a nested object).
+// after it (a nested object). The key passed to member shares the input's
+// bytes: it is for comparing, valid only during the call.
 func (s *scanner) members(member func(key string) error) error {
 	if !s.byte('{') {
 		return errNotSimple
@@ -221,7 +231,8 @@ func (s *scanner) members(member func(key string) error) error {
 		return nil
 	}
 	for {
-		k, err := s.str()
+		kb, err := s.raw()
+		k := unsafe.String(unsafe.SliceData(kb), len(kb))
 		if err != nil {
 			return err
 		}
