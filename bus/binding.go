@@ -397,7 +397,7 @@ func unhex(c byte) byte {
 // through the sdk's binding so that the attribute set is the spec's.
 func Encode(e *event.Event) (nats.Header, []byte, error) {
 	if ec, ok := e.Context.(*event.EventContextV1); ok {
-		return encodeV1(ec, &headerBlock{}), e.Data(), nil
+		return encodeV1(ec, &headerBlock{}, ""), e.Data(), nil
 	}
 	w := &headerWriter{h: make(nats.Header, 8)}
 	if _, err := binding.Write(context.Background(), (*binding.EventMessage)(e), nil, w); err != nil {

@@ -92,11 +92,11 @@ func TestEncodeIntoReuse(t *testing.T) {
 	big, _ := NewEvent(schemas.TypeSysInfoReply, &schemas.SysInfo{})
 	setExtension(big, ExtTraceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	big.SetSubject("s")
-	if h := encodeV1(big.Context.(*event.EventContextV1), &hb); len(h) != 8 || h["ce-traceparent"] == nil {
+	if h := encodeV1(big.Context.(*event.EventContextV1), &hb, ""); len(h) != 8 || h["ce-traceparent"] == nil {
 		t.Fatalf("first: %v", sortedHeader(h))
 	}
 	small, _ := NewEvent(schemas.TypeSysInfoReply, &schemas.SysInfo{})
-	h := encodeV1(small.Context.(*event.EventContextV1), &hb)
+	h := encodeV1(small.Context.(*event.EventContextV1), &hb, "")
 	want, _, _ := Encode(small)
 	if !reflect.DeepEqual(map[string][]string(h), map[string][]string(want)) {
 		t.Errorf("reused block: %v, want %v", sortedHeader(h), sortedHeader(want))

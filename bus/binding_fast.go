@@ -209,9 +209,10 @@ var headerBlocks = sync.Pool{New: func() any { return &headerBlock{} }}
 var serviceSourceHeader = percentEncode(serviceSource.String())
 
 // encodeV1 writes a 1.0 context as binary-mode headers into hb, replacing
-// what it held.
-func encodeV1(ec *event.EventContextV1, hb *headerBlock) nats.Header {
-	n := 8 + len(ec.Extensions)
+// what it held. A non-empty traceparent is written in place of the
+// context's own traceparent extension.
+func encodeV1(ec *event.EventContextV1, hb *headerBlock, traceparent string) nats.Header {
+	n := 9 + len(ec.Extensions)
 	if hb.h == nil {
 		hb.h = make(nats.Header, n)
 	} else {
@@ -246,7 +247,13 @@ func encodeV1(ec *event.EventContextV1, hb *headerBlock) nats.Header {
 	if ec.DataSchema != nil {
 		set("ce-dataschema", percentEncode(ec.DataSchema.String()))
 	}
+	if traceparent != "" {
+		set(headerTraceparent, percentEncode(traceparent))
+	}
 	for k, v := range ec.Extensions {
+		if k == ExtTraceparent && traceparent != "" {
+			continue
+		}
 		s, err := types.Format(v)
 		if err != nil {
 			continue

@@ -28,6 +28,9 @@ type Request struct {
 	// returns it so that bad input flows through logging, metrics and
 	// audit like any other outcome.
 	decodeErr error
+	// stampsTrace: the server writes Trace on the reply as it encodes it,
+	// so Tracing leaves the reply alone.
+	stampsTrace bool
 }
 
 // Handler serves one request event and returns the reply event, or an

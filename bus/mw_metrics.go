@@ -7,6 +7,8 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentauth/agentauth/schemas"
 )
 
 // Metrics are the bus's Prometheus collectors. Register them on the
@@ -60,19 +62,18 @@ func Instrument(m *Metrics) Middleware {
 		// The chain serves one operation; its ok counter and histogram
 		// are looked up once.
 		var once sync.Once
-		var cachedOp string
+		var cachedOp schemas.Op
 		var cachedOK prometheus.Counter
 		var cachedDuration prometheus.Observer
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
-			op := req.Op.Endpoint()
 			once.Do(func() {
-				cachedOp = op
-				cachedOK = m.Requests.WithLabelValues(op, "ok")
-				cachedDuration = m.Duration.WithLabelValues(op)
+				cachedOp = req.Op
+				cachedOK = m.Requests.WithLabelValues(req.Op.Endpoint(), "ok")
+				cachedDuration = m.Duration.WithLabelValues(req.Op.Endpoint())
 			})
 			okCount, duration := cachedOK, cachedDuration
-			if op != cachedOp {
-				okCount, duration = m.Requests.WithLabelValues(op, "ok"), m.Duration.WithLabelValues(op)
+			if req.Op != cachedOp { // a chain not built by Server.Handle
+				okCount, duration = m.Requests.WithLabelValues(req.Op.Endpoint(), "ok"), m.Duration.WithLabelValues(req.Op.Endpoint())
 			}
 			m.InFlight.Inc()
 			start := time.Now()
@@ -80,7 +81,7 @@ func Instrument(m *Metrics) Middleware {
 			m.InFlight.Dec()
 			duration.Observe(time.Since(start).Seconds())
 			if err != nil {
-				m.Requests.WithLabelValues(op, string(Classify(err).Code)).Inc()
+				m.Requests.WithLabelValues(req.Op.Endpoint(), string(Classify(err).Code)).Inc()
 			} else {
 				okCount.Inc()
 			}

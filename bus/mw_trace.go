@@ -129,7 +129,8 @@ const ExtTraceparent = "traceparent"
 // Tracing continues the request's W3C trace context (the traceparent
 // extension, or a new trace when absent or malformed) with a span of its
 // own, and stamps that traceparent on the reply so the caller can
-// correlate it. The server reads req.Trace for error replies and audit.
+// correlate it (under a Server, the server writes it while encoding the
+// reply, which spares an extension map per reply). The server reads req.Trace for error replies and audit.
 func Tracing() Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
@@ -143,7 +144,7 @@ func Tracing() Middleware {
 				req.Trace = childOf(in)
 			}
 			reply, err := next.ServeEvent(ctx, req)
-			if reply != nil {
+			if reply != nil && !req.stampsTrace {
 				setExtension(reply, ExtTraceparent, req.Trace.Traceparent())
 			}
 			return reply, err

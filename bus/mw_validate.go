@@ -42,7 +42,7 @@ func Validate(v *schemas.Validator) Middleware {
 			if e.Type() != req.Op.RequestType {
 				return nil, Errorf(schemas.CodeUnknownType, "%s accepts events of type %q, not %q", req.Subject, req.Op.RequestType, e.Type())
 			}
-			if ct := e.DataContentType(); ct != "" {
+			if ct := e.DataContentType(); ct != "" && ct != event.ApplicationJSON {
 				mt, _, err := mime.ParseMediaType(ct)
 				if err != nil || !(mt == event.ApplicationJSON || strings.HasSuffix(mt, "+json")) {
 					return nil, Errorf(schemas.CodeUnsupportedContent, "datacontenttype %q is not accepted; send application/json", ct)

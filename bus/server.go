@@ -260,7 +260,7 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 			_ = w.fail("500", "internal error", nil, nil)
 		}
 	}()
-	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject())}
+	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject()), stampsTrace: true}
 	hdr := nats.Header(r.Headers())
 	req.Size = len(r.Data()) + headerSize(r.Headers())
 	if req.Size > s.opts.MaxEventBytes {
@@ -282,6 +282,7 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 	}
 	ec, ok := reply.Context.(*event.EventContextV1)
 	if !ok {
+		setExtension(reply, ExtTraceparent, req.Trace.Traceparent())
 		h, body, err := Encode(reply)
 		if err != nil {
 			s.respondError(w, req, fmt.Errorf("encode reply: %w", err))
@@ -295,7 +296,7 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 	// The reply's header is written into a pooled block, free again once
 	// respond has returned: nats.go has copied it by then.
 	hb := headerBlocks.Get().(*headerBlock)
-	err = w.respond(encodeV1(ec, hb), reply.Data())
+	err = w.respond(encodeV1(ec, hb, req.Trace.Traceparent()), reply.Data())
 	headerBlocks.Put(hb)
 	if err != nil {
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)

@@ -1,0 +1,86 @@
+package bus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentauth/agentauth/schemas"
+)
+
+// TestServerReplyTrace: a reply written by the server (inline and through
+// a worker) carries this hop's traceparent: the caller's trace id, a new
+// span, and the caller's span as parent; a request without one starts a
+// trace. Several requests in a row check that pooled reply headers hold
+// only their own reply's values.
+func TestServerReplyTrace(t *testing.T) {
+	js := MustJetStream(t)
+	nc := js.Conn()
+	m := NewMetrics(prometheus.NewRegistry())
+	a := NewAuditor(js, m, discardLog(), "test")
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
+	})
+	inlineOp := schemas.OpSysInfo
+	pooledOp := schemas.Op{Area: "test", Name: "pooled", RequestType: schemas.OpSysInfo.RequestType, ReplyType: schemas.OpSysInfo.ReplyType}
+	if err := s.Handle(inlineOp, h, Inline()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Handle(pooledOp, h); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+
+	caller, _ := ParseTraceparent(testTraceparent)
+	seen := map[string]bool{}
+	for _, op := range []schemas.Op{inlineOp, pooledOp} {
+		for i, in := range []string{testTraceparent, "", testTraceparent} {
+			e, err := NewEventFrom(MustSource("/agents/a1"), op.RequestType, schemas.SysInfoRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in != "" {
+				e.SetExtension(ExtTraceparent, in)
+			}
+			hd, body, err := Encode(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", op), Header: hd, Data: body}, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply, err := ParseReply(msg)
+			if err != nil {
+				t.Fatalf("%s #%d: %v", op.Name, i, err)
+			}
+			tp, _ := reply.Extensions()[ExtTraceparent].(string)
+			got, ok := ParseTraceparent(tp)
+			if !ok {
+				t.Fatalf("%s #%d: reply traceparent %q (headers %v)", op.Name, i, tp, sortedHeader(msg.Header))
+			}
+			if seen[tp] {
+				t.Errorf("%s #%d: traceparent %s seen on an earlier reply", op.Name, i, tp)
+			}
+			seen[tp] = true
+			if in != "" && (got.TraceID != caller.TraceID || got.ParentID == caller.ParentID) {
+				t.Errorf("%s #%d: reply trace %s does not continue %s with a span of its own", op.Name, i, tp, in)
+			}
+			if in == "" && got.TraceID == caller.TraceID {
+				t.Errorf("%s #%d: a request without a trace got the earlier request's trace", op.Name, i)
+			}
+			if len(msg.Header.Values("ce-traceparent")) != 1 || reply.Type() != op.ReplyType || reply.ID() == "" {
+				t.Errorf("%s #%d: reply headers %v", op.Name, i, sortedHeader(msg.Header))
+			}
+		}
+	}
+}
