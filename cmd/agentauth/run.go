@@ -75,6 +75,7 @@ type Main struct {
 	vaultStore    *vault.Store
 	connectSecret string // the development provider's secret for the demo connection
 	nc            *nats.Conn
+	auditNC       *nats.Conn // the audit writer's own connection
 	agents        *bus.AgentStore
 	sealer        *agents.Sealer
 	stop          context.CancelFunc // ends background work (registry watch)
@@ -201,7 +202,18 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.js, err = bus.JetStream(m.nc, func(subject string, err error) {
+	if m.js, err = bus.JetStream(m.nc, nil); err != nil {
+		return err
+	}
+	// The audit writer has a connection of its own, so that its batches
+	// never queue in front of replies (same credentials, same
+	// permissions).
+	auditConn := conn
+	auditConn.Name += "-audit"
+	if m.auditNC, err = bus.Connect(auditConn); err != nil {
+		return err
+	}
+	auditJS, err := bus.JetStream(m.auditNC, func(subject string, err error) {
 		m.metrics.AuditFailures.Inc()
 		m.Log.Error("JetStream did not acknowledge an audit event", "subject", subject, "error", err)
 	})
@@ -213,7 +225,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := bus.EnsureStreams(sctx, m.js, m.streamOptions()); err != nil {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, m.natsURL)
 	}
-	m.auditor = bus.NewAuditor(m.js, m.metrics, m.Log, m.Instance)
+	m.auditor = bus.NewAuditor(auditJS, m.metrics, m.Log, m.Instance)
 	if m.agents, err = bus.NewAgentStore(sctx, m.js, c.StreamReplicas); err != nil {
 		return err
 	}
@@ -540,7 +552,7 @@ func (m *Main) audit(req *bus.Request, area, object, verb, typ string, data any)
 
 // ready checks NATS and every stream.
 func (m *Main) ready(ctx context.Context) error {
-	if !m.nc.IsConnected() {
+	if !m.nc.IsConnected() || !m.auditNC.IsConnected() {
 		return fmt.Errorf("not connected to NATS at %s", m.natsURL)
 	}
 	for _, cfg := range bus.StreamConfigs(m.streamOptions()) {
@@ -619,16 +631,19 @@ func (m *Main) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("audit flush: %w", err))
 		}
 	}
-	if m.nc != nil {
+	for _, nc := range []*nats.Conn{m.auditNC, m.nc} {
+		if nc == nil {
+			continue
+		}
 		drained := make(chan struct{})
-		m.nc.SetClosedHandler(func(*nats.Conn) { close(drained) })
-		if err := m.nc.Drain(); err != nil {
-			m.nc.Close()
+		nc.SetClosedHandler(func(*nats.Conn) { close(drained) })
+		if err := nc.Drain(); err != nil {
+			nc.Close()
 		} else {
 			select {
 			case <-drained:
 			case <-ctx.Done():
-				m.nc.Close()
+				nc.Close()
 			}
 		}
 	}
