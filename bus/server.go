@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ type ServerOptions struct {
 	// once (default 256). Each endpoint's subscription only hands requests
 	// to workers, so a slow handler never holds up the others.
 	Workers int
+	// InlineEndpoints is how many endpoints (subscriptions, each with its
+	// own goroutine) serve an Inline operation (default: GOMAXPROCS, at
+	// most 4), so that a burst of requests is served on every core.
+	InlineEndpoints int
 }
 
 // HandleOption configures one operation.
@@ -38,10 +43,12 @@ type HandleOption func(*handleOpts)
 
 type handleOpts struct{ inline bool }
 
-// Inline runs the handler on the endpoint's subscription goroutine, with
+// Inline runs the handler on the endpoints' subscription goroutines, with
 // no worker hand-off and no Timeout middleware. Only for handlers that
-// never block (in-memory work, no I/O): requests of the operation are
-// served one at a time.
+// never block (in-memory work, no I/O). The operation gets
+// ServerOptions.InlineEndpoints endpoints in one queue group, named
+// <area>-<op>, <area>-<op>-2, …: their `nats micro stats` add up to the
+// operation's.
 func Inline() HandleOption { return func(o *handleOpts) { o.inline = true } }
 
 // Server serves request/reply operations as the NATS micro service
@@ -79,6 +86,9 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 256
+	}
+	if opts.InlineEndpoints <= 0 {
+		opts.InlineEndpoints = min(runtime.GOMAXPROCS(0), 4)
 	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        schemas.ServiceName,
@@ -123,12 +133,26 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 			})
 		}
 	}
-	err := s.svc.AddEndpoint(op.Endpoint(), micro.HandlerFunc(handler),
-		micro.WithEndpointSubject(op.SubjectPattern()),
-		micro.WithEndpointMetadata(map[string]string{"request_type": op.RequestType, "reply_type": op.ReplyType, "summary": op.Summary}),
-	)
-	if err != nil {
-		return fmt.Errorf("bus: add endpoint %s: %w", op.Endpoint(), err)
+	// micro delivers an endpoint's requests on one goroutine. An inline
+	// operation runs its handler there, so it gets several endpoints in
+	// the queue group: a burst of requests is then served on every core
+	// instead of queueing behind one goroutine.
+	n := 1
+	if ho.inline {
+		n = s.opts.InlineEndpoints
+	}
+	for i := range n {
+		name := op.Endpoint()
+		if i > 0 {
+			name += "-" + strconv.Itoa(i+1)
+		}
+		err := s.svc.AddEndpoint(name, micro.HandlerFunc(handler),
+			micro.WithEndpointSubject(op.SubjectPattern()),
+			micro.WithEndpointMetadata(map[string]string{"request_type": op.RequestType, "reply_type": op.ReplyType, "summary": op.Summary}),
+		)
+		if err != nil {
+			return fmt.Errorf("bus: add endpoint %s: %w", name, err)
+		}
 	}
 	// Once Handle returns, the server knows the subscription: a request
 	// from another connection reaches it.

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,5 +84,71 @@ func TestServerReplyTrace(t *testing.T) {
 				t.Errorf("%s #%d: reply headers %v", op.Name, i, sortedHeader(msg.Header))
 			}
 		}
+	}
+}
+
+// TestServerInlineEndpoints: an inline operation is served by
+// InlineEndpoints endpoints on one subject and queue group; every request
+// is answered once, and their micro stats add up to the requests sent.
+func TestServerInlineEndpoints(t *testing.T) {
+	js := MustJetStream(t)
+	nc := js.Conn()
+	m := NewMetrics(prometheus.NewRegistry())
+	a := NewAuditor(js, m, discardLog(), "test")
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1", InlineEndpoints: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		served.Add(1)
+		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
+	})
+	if err := s.Handle(schemas.OpSysInfo, h, Inline()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+
+	const n = 60
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			e, _ := NewEventFrom(MustSource("/agents/a1"), schemas.TypeSysInfoRequest, schemas.SysInfoRequest{})
+			hd, body, _ := Encode(e)
+			msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", schemas.OpSysInfo), Header: hd, Data: body}, 5*time.Second)
+			if err == nil {
+				_, err = ParseReply(msg)
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := served.Load(); got != n {
+		t.Errorf("handler ran %d times for %d requests", got, n)
+	}
+	info := s.svc.Info()
+	stats := s.svc.Stats()
+	names := map[string]bool{}
+	for _, e := range info.Endpoints {
+		if e.Subject != schemas.OpSysInfo.SubjectPattern() || e.QueueGroup != info.Endpoints[0].QueueGroup {
+			t.Errorf("endpoint %s: subject %s, queue group %q", e.Name, e.Subject, e.QueueGroup)
+		}
+		names[e.Name] = true
+	}
+	if len(names) != 3 || !names["sys-info"] || !names["sys-info-2"] || !names["sys-info-3"] {
+		t.Errorf("endpoints %v, want sys-info, sys-info-2, sys-info-3", names)
+	}
+	total := 0
+	for _, e := range stats.Endpoints {
+		total += e.NumRequests
+	}
+	if total != n {
+		t.Errorf("micro stats count %d requests, want %d", total, n)
+	}
+	if ops := s.Operations(); len(ops) != 1 {
+		t.Errorf("operations %v, want one", ops)
 	}
 }
