@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -316,6 +318,9 @@ func AuditRequests(a *Auditor) Middleware {
 		}
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 			reply, err := next.ServeEvent(ctx, req)
+			if errors.Is(err, blocking.ErrWouldBlock) {
+				return reply, err // served again where it may wait; audited then
+			}
 			names.Do(func() { names.op, names.name, names.subjects = req.Op, opName(req.Op), auditSubjects(req.Op) })
 			op, subjects := names.name, names.subjects
 			if req.Op.Area != names.op.Area || req.Op.Name != names.op.Name { // a chain not built by Server.Handle

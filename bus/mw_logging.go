@@ -2,10 +2,13 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/agentauth/agentauth/internal/blocking"
 )
 
 // Logging logs each request's outcome: successes at debug, rejected input
@@ -14,16 +17,18 @@ import (
 func Logging(log *slog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
-			start := time.Now()
 			reply, err := next.ServeEvent(ctx, req)
 			if err == nil {
 				if log.Enabled(ctx, slog.LevelDebug) {
-					log.LogAttrs(ctx, slog.LevelDebug, "request", slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(start)))
+					log.LogAttrs(ctx, slog.LevelDebug, "request", slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(req.Received)))
 				}
 				return reply, nil
 			}
+			if errors.Is(err, blocking.ErrWouldBlock) {
+				return reply, err // served again where it may wait; logged then
+			}
 			f := Classify(err)
-			attrs := []slog.Attr{slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("code", string(f.Code)), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(start))}
+			attrs := []slog.Attr{slog.String("op", req.Op.Endpoint()), slog.String("agent", req.Agent), slog.String("code", string(f.Code)), slog.String("trace", req.Trace.Traceparent()), slog.Duration("took", time.Since(req.Received))}
 			if req.Event != nil {
 				attrs = append(attrs, slog.String("request_id", req.Event.ID()))
 			}

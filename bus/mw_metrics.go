@@ -2,12 +2,14 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -76,10 +78,12 @@ func Instrument(m *Metrics) Middleware {
 				okCount, duration = m.Requests.WithLabelValues(req.Op.Endpoint(), "ok"), m.Duration.WithLabelValues(req.Op.Endpoint())
 			}
 			m.InFlight.Inc()
-			start := time.Now()
 			reply, err := next.ServeEvent(ctx, req)
 			m.InFlight.Dec()
-			duration.Observe(time.Since(start).Seconds())
+			if errors.Is(err, blocking.ErrWouldBlock) {
+				return reply, err // served again where it may wait; counted then
+			}
+			duration.Observe(time.Since(req.Received).Seconds())
 			if err != nil {
 				m.Requests.WithLabelValues(req.Op.Endpoint(), string(Classify(err).Code)).Inc()
 			} else {

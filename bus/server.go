@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -41,7 +43,7 @@ type ServerOptions struct {
 // HandleOption configures one operation.
 type HandleOption func(*handleOpts)
 
-type handleOpts struct{ inline bool }
+type handleOpts struct{ inline, inlineFirst bool }
 
 // Inline runs the handler on the endpoints' subscription goroutines, with
 // no worker hand-off and no Timeout middleware. Only for handlers that
@@ -50,6 +52,20 @@ type handleOpts struct{ inline bool }
 // <area>-<op>, <area>-<op>-2, …: their `nats micro stats` add up to the
 // operation's.
 func Inline() HandleOption { return func(o *handleOpts) { o.inline = true } }
+
+// InlineFirst serves the operation as Inline does, in a context where
+// blocking.Check fails. A handler that would wait (network, disk) calls
+// it first and returns its error; the request is then served again, from
+// the start, on a worker, with the Timeout middleware. Middleware records
+// only that second run. For handlers whose common case is in memory
+// (vault.token with its record cached) and whose rare case waits (a
+// refresh at the provider).
+func InlineFirst() HandleOption {
+	return func(o *handleOpts) { o.inline, o.inlineFirst = true, true }
+}
+
+// inlineCtx is the context of inline runs that must not block.
+var inlineCtx = blocking.Forbid(context.Background())
 
 // Server serves request/reply operations as the NATS micro service
 // "agentauth": each operation is an endpoint on
@@ -109,19 +125,43 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	for _, o := range opts {
 		o(&ho)
 	}
-	mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics)}
-	if !ho.inline {
-		mws = append(mws, Timeout(s.opts.Timeout))
+	chain := func(timeout bool) Handler {
+		mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics)}
+		if timeout {
+			mws = append(mws, Timeout(s.opts.Timeout))
+		}
+		mws = append(mws, Validate(s.validator))
+		return Chain(h, append(mws, s.opts.Middleware...)...)
 	}
-	mws = append(mws, Validate(s.validator))
-	mws = append(mws, s.opts.Middleware...)
-	chain := Chain(h, mws...)
-	handler := func(r micro.Request) {
-		s.inflight.Add(1)
-		defer s.inflight.Done()
-		s.serve(op, chain, r, responder{r: r})
-	}
-	if !ho.inline {
+	var handler func(micro.Request)
+	switch {
+	case ho.inlineFirst:
+		inline, pooled := chain(false), chain(true)
+		handler = func(r micro.Request) {
+			s.inflight.Add(1)
+			defer s.inflight.Done()
+			req, ok := s.decode(op, r, responder{r: r})
+			if ok && !s.answer(inlineCtx, op, inline, req, responder{r: r}, true) {
+				// The handler would block: a worker serves the request
+				// again. The decoded request holds no reference to
+				// the micro request.
+				reply := r.Reply()
+				s.inflight.Add(1)
+				s.dispatch(func() {
+					defer s.inflight.Done()
+					s.answer(context.Background(), op, pooled, req, responder{nc: s.nc, reply: reply}, false)
+				})
+			}
+		}
+	case ho.inline:
+		inline := chain(false)
+		handler = func(r micro.Request) {
+			s.inflight.Add(1)
+			defer s.inflight.Done()
+			s.serve(op, inline, r, responder{r: r})
+		}
+	default:
+		pooled := chain(true)
 		handler = func(r micro.Request) {
 			s.inflight.Add(1)
 			// Copy what the worker needs: the micro request is not
@@ -129,7 +169,7 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 			pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
 			s.dispatch(func() {
 				defer s.inflight.Done()
-				s.serve(op, chain, pr, responder{nc: s.nc, reply: pr.reply})
+				s.serve(op, pooled, pr, responder{nc: s.nc, reply: pr.reply})
 			})
 		}
 	}
@@ -277,14 +317,16 @@ func (w responder) fail(status, desc string, h nats.Header, body []byte) error {
 
 // serve runs one request through the chain and answers it.
 func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
-	defer func() {
-		// The chain has its own Recover; this guards decoding and encoding.
-		if p := recover(); p != nil {
-			s.log.Error("panic serving request", "subject", r.Subject(), "panic", fmt.Sprint(p))
-			_ = w.fail("500", "internal error", nil, nil)
-		}
-	}()
-	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject()), stampsTrace: true}
+	if req, ok := s.decode(op, r, w); ok {
+		s.answer(context.Background(), op, chain, req, w, false)
+	}
+}
+
+// decode reads the request. Bad input is not an error here: the Validate
+// middleware returns it, so that it is logged, counted and audited.
+func (s *Server) decode(op schemas.Op, r inbound, w responder) (req *Request, ok bool) {
+	defer s.guard(r.Subject(), w, &ok)
+	req = &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject()), stampsTrace: true}
 	hdr := nats.Header(r.Headers())
 	req.Size = len(r.Data()) + headerSize(r.Headers())
 	if req.Size > s.opts.MaxEventBytes {
@@ -296,7 +338,29 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 	} else {
 		req.Event = e
 	}
-	reply, err := chain.ServeEvent(context.Background(), req)
+	return req, true
+}
+
+// guard answers an internal error for a panic outside the chain (which has
+// its own Recover): in decoding or encoding.
+func (s *Server) guard(subject string, w responder, ok *bool) {
+	if p := recover(); p != nil {
+		s.log.Error("panic serving request", "subject", subject, "panic", fmt.Sprint(p))
+		_ = w.fail("500", "internal error", nil, nil)
+		*ok = false
+	}
+}
+
+// answer runs req through the chain and sends the reply. With mayDefer, a
+// chain that reports blocking.ErrWouldBlock sends nothing and answer
+// returns false: the caller serves the request elsewhere.
+func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *Request, w responder, mayDefer bool) (answered bool) {
+	answered = true
+	defer s.guard(req.Subject, w, new(bool))
+	reply, err := chain.ServeEvent(ctx, req)
+	if mayDefer && errors.Is(err, blocking.ErrWouldBlock) {
+		return false
+	}
 	if err == nil && reply == nil {
 		err = fmt.Errorf("handler for %s returned neither a reply nor an error", op.Endpoint())
 	}
@@ -325,6 +389,7 @@ func (s *Server) serve(op schemas.Op, chain Handler, r inbound, w responder) {
 	if err != nil {
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
+	return
 }
 
 // respondError answers with an error CloudEvent; the micro error headers

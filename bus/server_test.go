@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -150,5 +151,80 @@ func TestServerInlineEndpoints(t *testing.T) {
 	}
 	if ops := s.Operations(); len(ops) != 1 {
 		t.Errorf("operations %v, want one", ops)
+	}
+}
+
+// TestServerInlineFirst: an InlineFirst operation runs its handler inline
+// in a context that forbids waiting; a handler that would wait is run again
+// on a worker, where waiting is allowed and the Timeout middleware applies.
+// Either way the caller gets one reply, and the request is audited and
+// counted once.
+func TestServerInlineFirst(t *testing.T) {
+	js := MustJetStream(t)
+	nc := js.Conn()
+	m := NewMetrics(prometheus.NewRegistry())
+	a := NewAuditor(js, m, discardLog(), "test")
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		forbidden, deadline bool
+	}
+	var mu sync.Mutex
+	runs := map[string][]run{}
+	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		var in schemas.WhoAmIRequest
+		if err := DecodeData(req.Event, &in); err != nil {
+			return nil, err
+		}
+		_, deadline := ctx.Deadline()
+		err := blocking.Check(ctx)
+		mu.Lock()
+		runs[in.UserToken] = append(runs[in.UserToken], run{forbidden: err != nil, deadline: deadline})
+		mu.Unlock()
+		if in.UserToken == "waits" && err != nil {
+			return nil, err
+		}
+		return Reply(req, &schemas.WhoAmI{Subject: in.UserToken})
+	})
+	if err := s.Handle(schemas.OpWhoAmI, h, InlineFirst()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+
+	for _, tok := range []string{"in-memory", "waits"} {
+		e, _ := NewEventFrom(MustSource("/agents/a1"), schemas.TypeWhoAmIRequest, schemas.WhoAmIRequest{UserToken: tok})
+		hd, body, _ := Encode(e)
+		msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", schemas.OpWhoAmI), Header: hd, Data: body}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out schemas.WhoAmI
+		if err := DecodeReply(msg, schemas.OpWhoAmI.ReplyType, &out); err != nil || out.Subject != tok {
+			t.Fatalf("%s: reply %+v, %v", tok, out, err)
+		}
+	}
+	mu.Lock()
+	if got := runs["in-memory"]; len(got) != 1 || !got[0].forbidden || got[0].deadline {
+		t.Errorf("in-memory request ran %+v, want once, inline (waiting forbidden, no deadline)", got)
+	}
+	if got := runs["waits"]; len(got) != 2 || !got[0].forbidden || got[1].forbidden || !got[1].deadline {
+		t.Errorf("waiting request ran %+v, want inline, then on a worker with a deadline", got)
+	}
+	mu.Unlock()
+
+	if n := metricValue(t, m.Requests.WithLabelValues(schemas.OpWhoAmI.Endpoint(), "ok")); n != 2 {
+		t.Errorf("counted %v requests, want 2", n)
+	}
+	if n := metricValue(t, m.Duration.WithLabelValues(schemas.OpWhoAmI.Endpoint()).(prometheus.Metric)); n != 2 {
+		t.Errorf("observed %v durations, want 2", n)
+	}
+	if err := a.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(replayEvents(t, js)); got != 2 {
+		t.Errorf("audited %d requests, want 2", got)
 	}
 }

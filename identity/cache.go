@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"github.com/agentauth/agentauth/internal/blocking"
 )
 
 // CachingVerifier remembers successful verifications by the SHA-256 of
@@ -48,6 +50,10 @@ func (c *CachingVerifier) Verify(ctx context.Context, raw string, o VerifyOption
 	if ok && now().Before(e.exp) {
 		u := e.user
 		return &u, nil
+	}
+	// Verifying may fetch the issuer's keys.
+	if err := blocking.Check(ctx); err != nil {
+		return nil, err
 	}
 	u, err := c.Next.Verify(ctx, raw, o)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/agentauth/agentauth/internal/blocking"
 )
 
 type countingVerifier struct {
@@ -58,5 +60,24 @@ func TestCachingVerifier(t *testing.T) {
 	}
 	if len(c.entries) > 4 {
 		t.Errorf("%d entries, want at most 4", len(c.entries))
+	}
+}
+
+// TestCachingVerifierWhereWaitingIsForbidden: a cached token is verified
+// without waiting; a token not cached (whose keys may have to be fetched)
+// reports blocking.ErrWouldBlock without reaching the verifier.
+func TestCachingVerifierWhereWaitingIsForbidden(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	next := &countingVerifier{exp: now.Add(time.Minute)}
+	c := &CachingVerifier{Next: next, Now: func() time.Time { return now }}
+	forbid := blocking.Forbid(context.Background())
+	if _, err := c.Verify(forbid, "tok-a", VerifyOptions{}); !errors.Is(err, blocking.ErrWouldBlock) || next.calls != 0 {
+		t.Fatalf("not cached: got %v after %d verifications, want ErrWouldBlock after none", err, next.calls)
+	}
+	if _, err := c.Verify(context.Background(), "tok-a", VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := c.Verify(forbid, "tok-a", VerifyOptions{}); err != nil || u.Subject != "tok-a" || next.calls != 1 {
+		t.Errorf("cached: got %v, %v after %d verifications", u, err, next.calls)
 	}
 }

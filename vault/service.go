@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -213,7 +214,7 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	if _, err := Authorize(r.Agent, c, r.Scopes); err != nil {
 		return Issued{}, err
 	}
-	rec, err := s.Store.Get(r.User, c.Name)
+	rec, err := s.record(ctx, r.User, c.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNotConnected, r.Scopes)
@@ -229,6 +230,9 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.Scopes, r.Scopes), missing(rec.Scopes, r.Scopes)...)
 	}
 	if at := rec.RefreshAt(); !at.IsZero() && !s.now().Before(at) {
+		if err := blocking.Check(ctx); err != nil { // the provider and the store
+			return Issued{}, err
+		}
 		if rec, err = s.refresh(ctx, c, r.User, r.Agent.ID); err != nil {
 			var ve *Error
 			switch {
@@ -252,6 +256,18 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	return Issued{Connection: c.Name, TokenType: tokenType(rec.TokenType), Scopes: rec.Scopes, Expiry: rec.Expiry, Fingerprint: fp, Sealed: sealed}, nil
 }
 
+// record reads u's record of conn from the store's cache or, where
+// waiting is allowed, from the store.
+func (s *Service) record(ctx context.Context, u UserRef, conn string) (Record, error) {
+	if rec, ok := s.Store.Cached(u, conn); ok {
+		return rec, nil
+	}
+	if err := blocking.Check(ctx); err != nil {
+		return Record{}, err
+	}
+	return s.Store.Get(u, conn)
+}
+
 func tokenType(t string) string {
 	if t == "" || strings.EqualFold(t, "bearer") {
 		return "Bearer"
@@ -268,6 +284,9 @@ func (s *Service) corrupt(c Connection, err error) error {
 // that carries it.
 // lacking names the scopes a missing_scopes interrupt is about.
 func (s *Service) authorizationRequired(ctx context.Context, r Request, c Connection, reason string, scopes []string, lacking ...string) error {
+	if err := blocking.Check(ctx); err != nil { // the link is stored
+		return err
+	}
 	if len(scopes) == 0 {
 		scopes = c.DefaultScopes
 	}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/agentauth/agentauth/agents"
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -1235,4 +1236,58 @@ func TestRefreshDueAhead(t *testing.T) {
 	if n := h.prov.refreshCall.Load(); n != 1 {
 		t.Fatalf("refresh calls = %d, want still 1 (bob's token is fresh)", n)
 	}
+}
+
+// TestTokenWhereWaitingIsForbidden: in a context that forbids waiting (a
+// request served on a NATS subscription goroutine), Token answers from the
+// record cache, and reports blocking.ErrWouldBlock, having done nothing,
+// for everything that would wait: a record not cached, a refresh due, a
+// connect link to store. Nothing is audited for those attempts.
+func TestTokenWhereWaitingIsForbidden(t *testing.T) {
+	h := mustVault(t, modeStrict)
+	h.link(t, alice, "acme")
+	h.store.Close()
+	st, err := OpenStore(h.dir, h.kr, StoreOptions{Logger: quiet, CacheRecords: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store, h.svc.Store = st, st
+	forbid := blocking.Forbid(context.Background())
+	req := h.req(alice, "acme", "read")
+	issued := func() int { return len(h.events.Audits("token.issued")) }
+
+	if _, err := h.svc.Token(forbid, req); !errors.Is(err, blocking.ErrWouldBlock) {
+		t.Fatalf("record not cached: got %v, want ErrWouldBlock", err)
+	}
+	if issued() != 0 {
+		t.Fatalf("%d token.issued audited for an attempt that would have waited", issued())
+	}
+	_, want := h.token(t, req) // where waiting is allowed: reads the store, fills the cache
+	iss, err := h.svc.Token(forbid, req)
+	if err != nil {
+		t.Fatalf("cached record: %v", err)
+	}
+	if got := h.unseal(t, iss); got != want {
+		t.Errorf("token from the cache %q, want %q", got, want)
+	}
+	if issued() != 2 {
+		t.Errorf("token.issued audited %d times, want 2", issued())
+	}
+
+	h.expire(t, alice, "acme")
+	if _, err := h.svc.Token(forbid, req); !errors.Is(err, blocking.ErrWouldBlock) {
+		t.Fatalf("refresh due: got %v, want ErrWouldBlock", err)
+	}
+	if n := h.prov.refreshCall.Load(); n != 0 {
+		t.Fatalf("%d refresh calls for an attempt that would have waited", n)
+	}
+	if _, fresh := h.token(t, req); fresh == want || h.prov.refreshCall.Load() != 1 {
+		t.Errorf("after the refresh: token changed %v, provider calls %d", fresh != want, h.prov.refreshCall.Load())
+	}
+
+	// Never connected: the interrupt's connect link would be stored.
+	if _, err := h.svc.Token(forbid, h.req(bob, "acme", "read")); !errors.Is(err, blocking.ErrWouldBlock) {
+		t.Fatalf("never connected: got %v, want ErrWouldBlock", err)
+	}
+	wantReauth(t, func() error { _, err := h.svc.Token(context.Background(), h.req(bob, "acme", "read")); return err }(), ReasonNotConnected)
 }

@@ -232,6 +232,19 @@ func (s *Store) Settle(ctx context.Context) error {
 	}
 }
 
+// Cached returns the record of u's connection conn when the store's cache
+// holds it: no disk read, no wait.
+func (s *Store) Cached(u UserRef, conn string) (Record, bool) {
+	key, err := recordKey(u, conn)
+	if err != nil {
+		return Record{}, false
+	}
+	s.mu.Lock()
+	r, ok := s.cache[string(key)]
+	s.mu.Unlock()
+	return r, ok
+}
+
 // Get returns the record of u's connection conn: ErrNotFound if there is
 // none, a *CorruptError if it cannot be opened.
 func (s *Store) Get(u UserRef, conn string) (Record, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/identity"
+	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -120,6 +121,9 @@ func (c *agentCache) Agent(ctx context.Context, id string) (agents.Agent, error)
 	c.mu.RUnlock()
 	if ok {
 		return a, nil
+	}
+	if err := blocking.Check(ctx); err != nil {
+		return agents.Agent{}, err
 	}
 	a, _, err := c.store.Get(ctx, id)
 	return a, err

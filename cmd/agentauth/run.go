@@ -283,7 +283,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.user = &handlers.User{Verifier: m.verifier, Agents: m.cache, Minter: m.minter, Sealer: m.sealer, Audit: m.audit}
-	if err := m.srv.Handle(schemas.OpWhoAmI, m.user.WhoAmI()); err != nil {
+	// A verified token and a known agent are in memory; a first sight
+	// (keys to fetch, the registry to read) moves to a worker.
+	if err := m.srv.Handle(schemas.OpWhoAmI, m.user.WhoAmI(), bus.InlineFirst()); err != nil {
 		return err
 	}
 	if err := m.srv.Handle(schemas.OpExchange, m.user.Exchange()); err != nil {

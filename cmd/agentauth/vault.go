@@ -118,7 +118,13 @@ func (m *Main) registerVault() error {
 		&schemas.OpVaultToken: h.Token, &schemas.OpVaultConnect: h.Connect,
 		&schemas.OpVaultConnections: h.Connections, &schemas.OpVaultDisconnect: h.Disconnect,
 	} {
-		if err := m.srv.Handle(*op, hf()); err != nil {
+		var opts []bus.HandleOption
+		if *op == schemas.OpVaultToken {
+			// The common case (a cached record, not due for refresh)
+			// is in memory; a refresh or a store read moves to a worker.
+			opts = append(opts, bus.InlineFirst())
+		}
+		if err := m.srv.Handle(*op, hf(), opts...); err != nil {
 			return err
 		}
 	}
