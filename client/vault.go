@@ -48,7 +48,7 @@ func (e *AuthorizationRequired) Error() string {
 // with code retry_later and a RetryAfter; a policy refusal, code denied.
 func (c *Client) Token(ctx context.Context, userToken, connection string, scopes ...string) (*VaultToken, error) {
 	var out schemas.VaultToken
-	err := c.Do(ctx, schemas.OpVaultToken, schemas.VaultTokenRequest{UserToken: userToken, Connection: connection, Scopes: scopes}, &out)
+	err := c.Do(ctx, schemas.OpVaultToken, &schemas.VaultTokenRequest{UserToken: userToken, Connection: connection, Scopes: scopes}, &out) // a pointer: its AppendJSON, not reflection
 	if err != nil {
 		return nil, interrupt(err)
 	}

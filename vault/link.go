@@ -257,7 +257,7 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	}
 	s.Events.Audit("connection", "linked", schemas.AuditVault{
 		Event: "connection.linked", Agent: f.Link.Agent, Subject: who.Subject, Issuer: who.Issuer, Connection: c.Name,
-		Scopes: rec.Scopes, Fingerprint: schemas.Fingerprint(rec.AccessToken), ExpiresAt: rec.Expiry,
+		Scopes: rec.Scopes, Fingerprint: rec.Fingerprint(), ExpiresAt: rec.Expiry,
 	})
 	if f.Link.Agent != "" {
 		ev := schemas.ConnectionEvent{Connection: c.Name, Subject: who.Subject, Issuer: who.Issuer, Scopes: rec.Scopes, LinkID: f.Link.ID}

@@ -135,7 +135,7 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 	}
 	s.Events.Audit("token", "refreshed", schemas.AuditVault{
 		Event: "token.refreshed", Agent: agent, Subject: u.Subject, Issuer: u.Issuer, Connection: c.Name,
-		Scopes: rec.Scopes, Fingerprint: schemas.Fingerprint(rec.AccessToken), ExpiresAt: rec.Expiry,
+		Scopes: rec.Scopes, Fingerprint: rec.Fingerprint(), ExpiresAt: rec.Expiry,
 	})
 	return rec, nil
 }

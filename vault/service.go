@@ -248,7 +248,7 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	fp := schemas.Fingerprint(rec.AccessToken)
+	fp := rec.Fingerprint()
 	s.Events.Audit("token", "issued", schemas.AuditVault{
 		Event: "token.issued", Agent: r.Agent.ID, Subject: r.User.Subject, Issuer: r.User.Issuer, Connection: c.Name,
 		Scopes: rec.Scopes, Fingerprint: fp, ExpiresAt: rec.Expiry, RequestID: r.RequestID,

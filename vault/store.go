@@ -272,7 +272,7 @@ func (s *Store) Get(u UserRef, conn string) (Record, error) {
 			if len(s.cache) >= s.cacheMax {
 				clear(s.cache)
 			}
-			s.cache[string(key)] = r
+			s.cache[string(key)] = r.withFingerprint()
 		}
 		s.mu.Unlock()
 	}
@@ -286,7 +286,7 @@ func (s *Store) written(key []byte, r *Record) {
 	defer s.mu.Unlock()
 	s.gen++
 	if r != nil && s.cacheMax > 0 && len(s.cache) < s.cacheMax {
-		s.cache[string(key)] = *r
+		s.cache[string(key)] = r.withFingerprint()
 	} else {
 		delete(s.cache, string(key))
 	}

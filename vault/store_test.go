@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/agentauth/agentauth/schemas"
 )
 
 // MustStore opens a Store in a new temp dir with a new key, closed at
@@ -665,5 +667,21 @@ func TestStoreCache(t *testing.T) {
 	wg.Wait()
 	if got, _ := s.Get(bob, "slack"); got.Version != w.Version {
 		t.Fatalf("cached version %d, stored %d", got.Version, w.Version)
+	}
+}
+
+// TestRecordFingerprint: a record carrying its fingerprint answers with
+// it only for the very token it was computed for.
+func TestRecordFingerprint(t *testing.T) {
+	r := Record{AccessToken: "token-one"}.withFingerprint()
+	if got, want := r.Fingerprint(), schemas.Fingerprint("token-one"); got != want {
+		t.Errorf("carried fingerprint %s, want %s", got, want)
+	}
+	r.AccessToken = "token-two" // same length, another token
+	if got, want := r.Fingerprint(), schemas.Fingerprint("token-two"); got != want {
+		t.Errorf("after the token changed: %s, want %s", got, want)
+	}
+	if got, want := (&Record{AccessToken: "x"}).Fingerprint(), schemas.Fingerprint("x"); got != want {
+		t.Errorf("without a carried fingerprint: %s, want %s", got, want)
 	}
 }

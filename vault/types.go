@@ -9,6 +9,7 @@ package vault
 
 import (
 	"time"
+	"unsafe"
 
 	"golang.org/x/oauth2"
 
@@ -104,6 +105,27 @@ type Record struct {
 	Refreshing time.Time `json:"refreshing,omitzero"`
 	// Version is set by the store: 1 on creation, +1 on every write.
 	Version uint64 `json:"version"`
+
+	// fp is the fingerprint of fpOf, the access token it was computed
+	// for: records in the store's cache carry it, so that issuing a token
+	// does not hash it every time.
+	fp, fpOf string
+}
+
+// Fingerprint is schemas.Fingerprint of the access token.
+func (r *Record) Fingerprint() string {
+	// The same string (same bytes in memory), not merely equal: O(1),
+	// and a reassigned token never matches.
+	if r.fp != "" && len(r.fpOf) == len(r.AccessToken) && unsafe.StringData(r.fpOf) == unsafe.StringData(r.AccessToken) {
+		return r.fp
+	}
+	return schemas.Fingerprint(r.AccessToken)
+}
+
+// withFingerprint returns r carrying its access token's fingerprint.
+func (r Record) withFingerprint() Record {
+	r.fp, r.fpOf = schemas.Fingerprint(r.AccessToken), r.AccessToken
+	return r
 }
 
 // RefreshAt is when the record's access token should be refreshed:
