@@ -73,10 +73,22 @@ func (a *AuditRequest) AppendJSON(b []byte) []byte {
 	return append(b, `"}`...)
 }
 
+// plainJSON[c] reports whether encoding/json writes byte c of a string as
+// it is: printable ASCII but '"', '\\' and the HTML-escaped '<', '>', '&'.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\\<>&` {
+		t[c] = false
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string the way encoding/json writes it.
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[s[i]] {
 			q, _ := json.Marshal(s)
 			return append(b, q...)
 		}

@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -48,23 +50,35 @@ func (s *scanner) raw() ([]byte, error) {
 	if !s.byte('"') {
 		return nil, errNotSimple
 	}
-	start := s.i
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			v := s.b[start:s.i]
-			s.i++
-			if !utf8.Valid(v) {
-				return nil, errNotSimple
-			}
-			return v, nil
-		case c == '\\' || c < 0x20:
-			return nil, errNotSimple
-		}
-		s.i++
+	n := bytes.IndexByte(s.b[s.i:], '"')
+	if n < 0 {
+		return nil, errNotSimple
 	}
-	return nil, errNotSimple
+	v := s.b[s.i : s.i+n]
+	if !plainString(v) || !utf8.Valid(v) {
+		return nil, errNotSimple
+	}
+	s.i += n + 1
+	return v, nil
+}
+
+// plainString reports whether v holds no '\\' and no control character,
+// eight bytes at a time.
+func plainString(v []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; len(v) >= 8; v = v[8:] {
+		x := binary.LittleEndian.Uint64(v)
+		y := x ^ ('\\' * ones) // a zero byte where x has a '\\'
+		if (x-0x20*ones)&^x&highs != 0 || (y-ones)&^y&highs != 0 {
+			return false
+		}
+	}
+	for _, c := range v {
+		if c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // str reads a string as raw does, as a string of its own.

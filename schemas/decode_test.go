@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -87,4 +88,30 @@ func FuzzFastDecode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { checkFast(t, data) })
+}
+
+// TestPlainString: the word-at-a-time check agrees with the byte-at-a-time
+// definition, around every boundary it tests (and their high-bit twins).
+func TestPlainString(t *testing.T) {
+	edges := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, '\\' - 1, '\\', '\\' + 1, 0x7f, 0x80, 0x9c, 0x9f, 0xa0, 0xdc, 0xff, 'a'}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		v := make([]byte, rng.IntN(40))
+		for i := range v {
+			if rng.IntN(4) == 0 {
+				v[i] = edges[rng.IntN(len(edges))]
+			} else {
+				v[i] = 'a' + byte(rng.IntN(26))
+			}
+		}
+		want := true
+		for _, c := range v {
+			if c < 0x20 || c == '\\' {
+				want = false
+			}
+		}
+		if got := plainString(v); got != want {
+			t.Fatalf("plainString(%q) = %v, want %v", v, got, want)
+		}
+	}
 }
