@@ -94,8 +94,9 @@ type Store struct {
 
 	cacheMax int
 	mu       sync.Mutex
-	cache    map[string]Record // by record key
-	gen      uint64            // +1 on every committed write; a read that saw another generation does not fill the cache
+	cache    map[string]Record  // by record key
+	userKeys map[UserRef]string // UserRef.Key of the users in the cache (a hash: not recomputed per lookup)
+	gen      uint64             // +1 on every committed write; a read that saw another generation does not fill the cache
 }
 
 // OpenStore opens (creating if needed) the vault in dir, sealed with kr.
@@ -107,7 +108,7 @@ func OpenStore(dir string, kr *Keyring, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, kr: kr, log: log, cacheMax: o.CacheRecords, cache: map[string]Record{}}
+	s := &Store{db: db, kr: kr, log: log, cacheMax: o.CacheRecords, cache: map[string]Record{}, userKeys: map[UserRef]string{}}
 	if err := s.checkMeta(dir); err != nil {
 		db.Close()
 		return nil, err
@@ -235,13 +236,22 @@ func (s *Store) Settle(ctx context.Context) error {
 // Cached returns the record of u's connection conn when the store's cache
 // holds it: no disk read, no wait.
 func (s *Store) Cached(u UserRef, conn string) (Record, bool) {
-	key, err := recordKey(u, conn)
-	if err != nil {
+	if s.cacheMax <= 0 {
 		return Record{}, false
 	}
 	s.mu.Lock()
-	r, ok := s.cache[string(key)]
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	uk, ok := s.userKeys[u]
+	if !ok {
+		if len(s.userKeys) >= s.cacheMax {
+			clear(s.userKeys)
+		}
+		uk = u.Key()
+		s.userKeys[u] = uk
+	}
+	var buf [160]byte
+	key := append(append(append(append(buf[:0], prefixRecord...), uk...), '/'), conn...)
+	r, ok := s.cache[string(key)] // no string is built for the lookup
 	return r, ok
 }
 
