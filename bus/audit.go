@@ -19,14 +19,27 @@ import (
 	"github.com/agentauth/agentauth/schemas"
 )
 
-// maxAuditBatch bounds how many audit events share one stream message;
-// auditLinger is how long the writer waits for more events after the
-// first of a batch. Both trade a little audit latency (never request
-// latency) for far fewer stream writes under load.
+// maxAuditBatch bounds how many audit events one write takes from the
+// queue, and maxAuditMessage the size of one stream message (well under
+// NATS's default 1 MiB payload limit).
 const (
-	maxAuditBatch = 256
-	auditLinger   = time.Millisecond
+	maxAuditBatch   = 4096
+	maxAuditMessage = 256 << 10
 )
+
+// DefaultAuditLinger is how long the audit writer waits for more events
+// after the first of a batch: a little audit latency (never request
+// latency) for far fewer stream writes, and far fewer goroutine wake-ups,
+// under load. Measured in docs/BENCHMARKS.md (session 5).
+const DefaultAuditLinger = 10 * time.Millisecond
+
+// AuditorOptions configure an Auditor.
+type AuditorOptions struct {
+	// Linger (default DefaultAuditLinger) bounds how long a recorded
+	// event waits before it is written: the events of the last Linger
+	// are lost if the process dies without closing the Auditor.
+	Linger time.Duration
+}
 
 // Auditor appends audit CloudEvents to the audit stream. The request path
 // only enqueues a record; a background writer encodes and publishes them.
@@ -43,6 +56,7 @@ type Auditor struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	instance string
+	linger   time.Duration
 
 	mu     sync.RWMutex
 	closed bool
@@ -52,21 +66,31 @@ type Auditor struct {
 
 type auditItem struct {
 	subject string
+	at      time.Time // when it was recorded: the event's time
 	typ     string
 	trace   TraceContext
 	data    any
 	flushed chan struct{} // a flush marker when set
 }
 
-// NewAuditor starts an Auditor publishing through js. Close stops it.
+// NewAuditor starts an Auditor publishing through js with the default
+// options. Close stops it.
 func NewAuditor(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance string) *Auditor {
+	return NewAuditorWith(js, m, log, instance, AuditorOptions{})
+}
+
+// NewAuditorWith is NewAuditor with options.
+func NewAuditorWith(js jetstream.JetStream, m *Metrics, log *slog.Logger, instance string, o AuditorOptions) *Auditor {
 	if log == nil {
 		log = slog.Default()
 	}
 	if m == nil {
 		m = NewMetrics(prometheus.NewRegistry())
 	}
-	a := &Auditor{js: js, log: log, metrics: m, instance: instance, ch: make(chan auditItem, 4096), done: make(chan struct{})}
+	if o.Linger <= 0 {
+		o.Linger = DefaultAuditLinger
+	}
+	a := &Auditor{js: js, log: log, metrics: m, instance: instance, linger: o.Linger, ch: make(chan auditItem, 4096), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -86,7 +110,7 @@ func (a *Auditor) record(subject, typ string, trace TraceContext, data any) {
 		a.metrics.AuditFailures.Inc()
 		return
 	}
-	a.ch <- auditItem{subject: subject, typ: typ, trace: trace, data: data}
+	a.ch <- auditItem{subject: subject, at: time.Now(), typ: typ, trace: trace, data: data}
 }
 
 // Flush waits until JetStream has acknowledged (or failed) every audit
@@ -134,7 +158,7 @@ func (a *Auditor) run() {
 		if first.flushed == nil {
 			// Sleep rather than wait on the channel: senders then only
 			// enqueue, and no request pays for waking this goroutine.
-			time.Sleep(auditLinger)
+			time.Sleep(a.linger)
 		}
 	drain:
 		for len(batch) < maxAuditBatch {
@@ -183,12 +207,14 @@ func (a *Auditor) write(batch []auditItem) {
 // records (no event objects: this runs for every request).
 func (a *Auditor) publish(subject string, items []auditItem) {
 	var msg *nats.Msg
+	var rest []auditItem
 	if len(items) == 1 {
 		e, err := NewEvent(items[0].typ, items[0].data)
 		if err != nil {
 			a.fail(subject, err)
 			return
 		}
+		e.SetTime(items[0].at)
 		if tp := items[0].trace.Traceparent(); tp != "" {
 			setExtension(e, ExtTraceparent, tp)
 		}
@@ -200,19 +226,22 @@ func (a *Auditor) publish(subject string, items []auditItem) {
 		h[HeaderMsgID] = []string{e.ID()}
 		msg = &nats.Msg{Subject: subject, Header: h, Data: body}
 	} else {
-		now := time.Now()
 		var first string
 		n := 0
 		buf := make([]byte, 0, 640*len(items))
 		buf = append(buf, '[')
-		for _, it := range items {
+		for i, it := range items {
+			if n > 0 && len(buf) >= maxAuditMessage {
+				rest = items[i:] // full: the rest follows in messages of their own
+				break
+			}
 			mark := len(buf)
 			if n > 0 {
 				buf = append(buf, ',')
 			}
 			id := nuid.Next()
 			var err error
-			if buf, err = appendAuditEvent(buf, id, it.typ, now, it.trace.Traceparent(), it.data); err != nil {
+			if buf, err = appendAuditEvent(buf, id, it.typ, it.at, it.trace.Traceparent(), it.data); err != nil {
 				a.fail(subject, err) // this event only: the others are stored
 				buf = buf[:mark]
 				continue
@@ -233,6 +262,9 @@ func (a *Auditor) publish(subject string, items []auditItem) {
 	}
 	if _, err := a.js.PublishMsgAsync(msg); err != nil {
 		a.fail(subject, err)
+	}
+	if len(rest) > 0 {
+		a.publish(subject, rest)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,47 @@ func TestAuditorBatchesBursts(t *testing.T) {
 			t.Errorf("%s: event n=%d replayed after n=%d", r.Subject, d.N, prev)
 		}
 		last[r.Subject] = d.N
+	}
+	if got := metricValue(t, m.AuditFailures); got != 0 {
+		t.Errorf("audit failures: got %v, want 0", got)
+	}
+}
+
+// TestAuditorSplitsLargeBatches: a burst bigger than one stream message
+// may hold is written as several messages under the cap, in order, and
+// every event is stored; each event keeps the time it was recorded at.
+func TestAuditorSplitsLargeBatches(t *testing.T) {
+	js := MustJetStream(t)
+	a, m := MustAuditor(t, js)
+	const n = 1200
+	pad := strings.Repeat("x", 1000)
+	before := time.Now()
+	for i := range n {
+		a.Record("sys", "info", "ok", "dev.agentauth.test", TraceContext{}, map[string]any{"n": i, "pad": pad})
+	}
+	after := time.Now()
+	if err := a.Flush(t.Context()); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	info := streamInfo(t, js, schemas.StreamAudit)
+	if min := uint64(n * len(pad) / maxAuditMessage); info.State.Msgs <= min || info.State.Msgs >= n {
+		t.Errorf("stream messages for %d events of 1 kB: %d, want more than %d (the cap) and fewer than %d", n, info.State.Msgs, min, n)
+	}
+	got := replayEvents(t, js)
+	if len(got) != n {
+		t.Fatalf("replayed %d events, want %d", len(got), n)
+	}
+	for i, r := range got {
+		var d struct{ N int }
+		if err := DecodeData(r.Event, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.N != i {
+			t.Fatalf("event %d is n=%d: out of order", i, d.N)
+		}
+		if at := r.Event.Time(); at.Before(before) || at.After(after) {
+			t.Errorf("event %d time %v, want when it was recorded (%v…%v)", i, at, before, after)
+		}
 	}
 	if got := metricValue(t, m.AuditFailures); got != 0 {
 		t.Errorf("audit failures: got %v, want 0", got)

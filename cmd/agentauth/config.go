@@ -37,6 +37,7 @@ type Config struct {
 	JetStreamSync        string
 	StreamReplicas       int
 	AuditMaxAge          time.Duration
+	AuditLinger          time.Duration
 	EventsMaxAge         time.Duration
 	MaxEventBytes        int
 	RequestTimeout       time.Duration
@@ -98,6 +99,7 @@ var options = []option{
 	{name: "http-listen", def: "127.0.0.1:8080", usage: "address of the HTTP edge (/healthz, /readyz, /metrics)", ptr: func(c *Config) any { return &c.HTTPListen }},
 	{name: "jetstream-sync", def: "2m", usage: "embedded JetStream fsync policy: an interval (default 2m, nats-server's own: acknowledged writes survive a process crash but those of the last interval can be lost on power failure or a kernel crash) or 'always' (every write fsynced before it is acknowledged: survives power loss, costs throughput; see docs/BENCHMARKS.md)", ptr: func(c *Config) any { return &c.JetStreamSync }},
 	{name: "stream-replicas", def: "1", usage: "replicas of agentauth's streams (3 on a NATS cluster)", ptr: func(c *Config) any { return &c.StreamReplicas }},
+	{name: "audit-linger", def: "10ms", usage: "how long the audit writer gathers events into one stream write; the events of the last interval are lost if the process is killed (a clean shutdown writes them)", ptr: func(c *Config) any { return &c.AuditLinger }},
 	{name: "audit-max-age", def: "0s", usage: "how long the audit stream keeps events (0 = forever)", ptr: func(c *Config) any { return &c.AuditMaxAge }},
 	{name: "events-max-age", def: "168h", usage: "how long an agent's event feed keeps events", ptr: func(c *Config) any { return &c.EventsMaxAge }},
 	{name: "max-event-bytes", def: "65536", usage: "largest accepted request (headers + data), checked before decoding", ptr: func(c *Config) any { return &c.MaxEventBytes }},

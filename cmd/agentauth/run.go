@@ -225,7 +225,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := bus.EnsureStreams(sctx, m.js, m.streamOptions()); err != nil {
 		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, m.natsURL)
 	}
-	m.auditor = bus.NewAuditor(auditJS, m.metrics, m.Log, m.Instance)
+	m.auditor = bus.NewAuditorWith(auditJS, m.metrics, m.Log, m.Instance, bus.AuditorOptions{Linger: c.AuditLinger})
 	if m.agents, err = bus.NewAgentStore(sctx, m.js, c.StreamReplicas); err != nil {
 		return err
 	}
