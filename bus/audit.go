@@ -12,7 +12,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/internal/blocking"
@@ -239,7 +238,7 @@ func (a *Auditor) publish(subject string, items []auditItem) {
 			if n > 0 {
 				buf = append(buf, ',')
 			}
-			id := nuid.Next()
+			id := newID()
 			var err error
 			if buf, err = appendAuditEvent(buf, id, it.typ, it.at, it.trace.Traceparent(), it.data); err != nil {
 				a.fail(subject, err) // this event only: the others are stored

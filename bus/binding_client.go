@@ -7,7 +7,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -47,7 +46,7 @@ func (e RequestEncoder) EncodeInto(buf *HeaderBuffer, typ string, data any) (nat
 		hb.h = make(nats.Header, 6)
 		hb.vals = make([]string, 6)
 	}
-	hb.vals = append(hb.vals[:0], schemas.SpecVersion, percentEncode(nuid.Next()), e.source, percentEncode(typ),
+	hb.vals = append(hb.vals[:0], schemas.SpecVersion, percentEncode(newID()), e.source, percentEncode(typ),
 		hb.formatTime(time.Now()), event.ApplicationJSON)
 	for i, k := range [...]string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", HeaderContentType} {
 		hb.h[k] = hb.vals[i : i+1 : i+1]

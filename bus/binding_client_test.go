@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,5 +181,30 @@ func TestDecodeReply(t *testing.T) {
 				t.Errorf("decoded %+v, ParseReply path %+v", got, slow)
 			}
 		})
+	}
+}
+
+// TestNewIDUnique: ids drawn concurrently from the pooled generators are
+// NUIDs and never repeat.
+func TestNewIDUnique(t *testing.T) {
+	const goroutines, each = 8, 20000
+	ids := make([][]string, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for range each {
+				ids[g] = append(ids[g], newID())
+			}
+		})
+	}
+	wg.Wait()
+	seen := make(map[string]bool, goroutines*each)
+	for _, list := range ids {
+		for _, id := range list {
+			if len(id) != 22 || seen[id] {
+				t.Fatalf("id %q: repeated or not a NUID", id)
+			}
+			seen[id] = true
+		}
 	}
 }

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -88,7 +89,7 @@ func NewEventFrom(source types.URIRef, typ string, data any) (*event.Event, erro
 		return nil, err
 	}
 	d := &eventBlock{ts: types.Timestamp{Time: time.Now()}, ct: event.ApplicationJSON}
-	d.ec = event.EventContextV1{ID: nuid.Next(), Source: source, Type: typ, Time: &d.ts, DataContentType: &d.ct}
+	d.ec = event.EventContextV1{ID: newID(), Source: source, Type: typ, Time: &d.ts, DataContentType: &d.ct}
 	d.e = event.Event{Context: &d.ec, DataEncoded: b}
 	return &d.e, nil
 }
@@ -105,4 +106,17 @@ func encodeData(data any, size int) ([]byte, error) {
 // Reply builds the reply to req: NewEvent with the op's reply type.
 func Reply(req *Request, data any) (*event.Event, error) {
 	return NewEvent(req.Op.ReplyType, data)
+}
+
+// nuids hands each goroutine a generator of its own: nuid.Next shares one
+// behind a mutex, which every request and reply would contend for. Each
+// generator has its own random prefix, so ids stay unique.
+var nuids = sync.Pool{New: func() any { return nuid.New() }}
+
+// newID returns a fresh event id (a NUID).
+func newID() string {
+	n := nuids.Get().(*nuid.NUID)
+	id := n.Next()
+	nuids.Put(n)
+	return id
 }
