@@ -98,10 +98,11 @@ func NewAuditorWith(js jetstream.JetStream, m *Metrics, log *slog.Logger, instan
 // agentauth.audit.<area>.<object>.<verb>. It blocks only when the writer
 // is more than a queue behind (backpressure, never loss).
 func (a *Auditor) Record(area, object, verb, typ string, trace TraceContext, data any) {
-	a.record(schemas.AuditSubject(area, object, verb), typ, trace, data)
+	a.record(schemas.AuditSubject(area, object, verb), typ, trace, data, time.Now())
 }
 
-func (a *Auditor) record(subject, typ string, trace TraceContext, data any) {
+// record queues an event that happened at at.
+func (a *Auditor) record(subject, typ string, trace TraceContext, data any, at time.Time) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if a.closed {
@@ -109,7 +110,7 @@ func (a *Auditor) record(subject, typ string, trace TraceContext, data any) {
 		a.metrics.AuditFailures.Inc()
 		return
 	}
-	a.ch <- auditItem{subject: subject, at: time.Now(), typ: typ, trace: trace, data: data}
+	a.ch <- auditItem{subject: subject, at: at, typ: typ, trace: trace, data: data}
 }
 
 // Flush waits until JetStream has acknowledged (or failed) every audit
@@ -357,12 +358,14 @@ func AuditRequests(a *Auditor) Middleware {
 			if req.Op.Area != names.op.Area || req.Op.Name != names.op.Name { // a chain not built by Server.Handle
 				op, subjects = opName(req.Op), auditSubjects(req.Op)
 			}
-			rec := schemas.AuditRequest{
+			now := time.Now()
+			rec := &req.audit // part of the request's allocation
+			*rec = schemas.AuditRequest{
 				Agent:       req.Agent,
 				Subject:     req.Subject,
 				Operation:   op,
 				Outcome:     "ok",
-				DurationUS:  time.Since(req.Received).Microseconds(),
+				DurationUS:  now.Sub(req.Received).Microseconds(),
 				Traceparent: req.Trace.Traceparent(),
 				Instance:    a.instance,
 				Received:    req.Received.UTC(),
@@ -380,7 +383,7 @@ func AuditRequests(a *Auditor) Middleware {
 					subject = subjects[2]
 				}
 			}
-			a.record(subject, schemas.TypeAuditRequest, req.Trace, &rec)
+			a.record(subject, schemas.TypeAuditRequest, req.Trace, rec, now)
 			return reply, err
 		})
 	}

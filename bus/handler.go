@@ -32,6 +32,9 @@ type Request struct {
 	// stampsTrace: the server writes Trace on the reply as it encodes it,
 	// so Tracing leaves the reply alone.
 	stampsTrace bool
+	// audit is the request's audit record (AuditRequests), allocated
+	// with the request.
+	audit schemas.AuditRequest
 }
 
 // Handler serves one request event and returns the reply event, or an
