@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -28,18 +29,28 @@ func (e RequestEncoder) Encode(typ string, data any) (nats.Header, []byte, error
 	return e.EncodeInto(&HeaderBuffer{}, typ, data)
 }
 
-// HeaderBuffer holds the header EncodeInto writes, for reuse once the
-// request has been published (nats.go copies the header before
+// HeaderBuffer holds the header and data EncodeInto writes, for reuse
+// once the request has been published (nats.go copies both before
 // PublishMsg or RequestMsg returns). The zero value is ready.
-type HeaderBuffer struct{ hb headerBlock }
+type HeaderBuffer struct {
+	hb   headerBlock
+	body []byte
+}
 
-// EncodeInto is Encode writing the header into buf, replacing what it
-// held: a caller that pools buffers sends requests without allocating
-// headers. The header is valid until buf is used again.
+// EncodeInto is Encode writing into buf, replacing what it held: a caller
+// that pools buffers sends requests without allocating their header (nor
+// their data, when it encodes itself). Header and data are valid until
+// buf is used again.
 func (e RequestEncoder) EncodeInto(buf *HeaderBuffer, typ string, data any) (nats.Header, []byte, error) {
-	body, err := encodeData(data, 256)
-	if err != nil {
-		return nil, nil, err
+	var body []byte
+	if a, ok := data.(jsonAppender); ok {
+		buf.body = a.AppendJSON(buf.body[:0])
+		body = buf.body
+	} else {
+		var err error
+		if body, err = json.Marshal(data); err != nil {
+			return nil, nil, err
+		}
 	}
 	hb := &buf.hb
 	if hb.h == nil {

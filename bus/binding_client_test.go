@@ -88,6 +88,16 @@ func TestEncodeIntoReuse(t *testing.T) {
 	if e, err := Decode(h2, body); err != nil || e.Type() != schemas.TypeWhoAmIRequest || e.Time().Format(time.RFC3339Nano) != h2["ce-time"][0] {
 		t.Errorf("decoded %v, %v", e, err)
 	}
+	// The data reuses the buffer too: a shorter request leaves nothing of
+	// the longer one behind.
+	long := &schemas.WhoAmIRequest{UserToken: strings.Repeat("t", 100)}
+	if _, b, _ := enc.EncodeInto(&buf, schemas.TypeWhoAmIRequest, long); string(b) != string(long.AppendJSON(nil)) {
+		t.Errorf("data %s", b)
+	}
+	short := &schemas.WhoAmIRequest{UserToken: "u"}
+	if _, b, _ := enc.EncodeInto(&buf, schemas.TypeWhoAmIRequest, short); string(b) != `{"user_token":"u"}` {
+		t.Errorf("data after reuse %s", b)
+	}
 
 	var hb headerBlock
 	big, _ := NewEvent(schemas.TypeSysInfoReply, &schemas.SysInfo{})
