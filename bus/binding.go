@@ -80,7 +80,12 @@ func Decode(h nats.Header, data []byte) (*event.Event, error) {
 		}
 		return decodeStructured(data)
 	}
-	sv, ok := m.ce("specversion")
+	sv, ok := "", false
+	if v := h["ce-specversion"]; len(v) > 0 { // the usual spelling, without a scan
+		sv, ok = v[0], true
+	} else {
+		sv, ok = m.ce("specversion")
+	}
 	if !ok {
 		return nil, invalid(schemas.CodeInvalidEvent, "not a CloudEvent: set the ce-specversion, ce-id, ce-source and ce-type headers (binary mode) or send the JSON event format with Content-Type %s (structured mode)", MediaStructured)
 	}

@@ -98,7 +98,7 @@ func plainReply(h nats.Header, want string) bool {
 		case "ce-specversion":
 			spec = v == schemas.SpecVersion
 		case "ce-type":
-			typ = v == want
+			typ = v == want && plainValue(v)
 		case "ce-id":
 			id = plainValue(v)
 		case "ce-source":

@@ -28,9 +28,21 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 	// Names compare case-insensitively: CE-ID and ce-id are one attribute
 	// sent twice. Messages carry few headers, so a quadratic check is the
 	// cheapest.
+	// When every name is in its usual form (lower-case ce-…, and
+	// Content-Type), no two can be the same name in another case.
+	usual := true
+	for k := range h {
+		if k != HeaderContentType && (len(k) <= len(headerPrefix) || k[:len(headerPrefix)] != headerPrefix || !isLower(k)) {
+			usual = false
+			break
+		}
+	}
 	var buf [16]string
 	keys := buf[:0]
 	for k := range h {
+		if usual {
+			break
+		}
 		for _, prev := range keys {
 			if strings.EqualFold(prev, k) {
 				return nil, invalid(schemas.CodeInvalidEvent, "headers %s and %s name the same attribute; send each attribute once", prev, k)
@@ -51,7 +63,7 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 					return nil, invalid(schemas.CodeInvalidEvent, "header %s is empty; omit it instead of sending it empty", k)
 				}
 				contentType = true
-				d.ct = vs[0]
+				d.ct = strings.TrimSpace(vs[0]) // as the sdk's binding reads it
 				ec.DataContentType = &d.ct
 			}
 			continue
