@@ -2,12 +2,9 @@ package bus
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -15,16 +12,8 @@ import (
 // BenchmarkServe measures the service side of one request: decode, the
 // standard chain, a trivial handler, encode and the reply write.
 func BenchmarkServe(b *testing.B) {
-	js := MustJetStream(b)
-	nc := js.Conn()
-	m := NewMetrics(prometheus.NewRegistry())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := NewAuditor(js, m, log, "bench")
-	defer a.Close(context.Background())
-	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: log, Version: "0.0.1"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	ts := newTestServer(b, ServerOptions{})
+	s, nc, m, a, log := ts.Server, ts.nc, ts.m, ts.a, discardLog()
 	chain := Chain(HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 		return Reply(req, &schemas.SysInfo{Agent: req.Agent, Capabilities: schemas.Capabilities{Sys: true}})
 	}), Recover(log), Tracing(), AuditRequests(a), Logging(log), Instrument(m), Validate(schemas.MustValidator()))

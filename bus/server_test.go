@@ -9,11 +9,63 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
+
+// testServer is a Server on a real embedded NATS with JetStream, its
+// auditor running; both stop with the test.
+type testServer struct {
+	*Server
+	js jetstream.JetStream
+	nc *nats.Conn
+	m  *Metrics
+	a  *Auditor
+}
+
+func newTestServer(tb testing.TB, o ServerOptions) *testServer {
+	tb.Helper()
+	ts := &testServer{js: MustJetStream(tb)}
+	ts.nc = ts.js.Conn()
+	ts.m = NewMetrics(prometheus.NewRegistry())
+	ts.a = NewAuditor(ts.js, ts.m, discardLog(), "test")
+	tb.Cleanup(func() { _ = ts.a.Close(context.Background()) })
+	o.Logger, o.Version = discardLog(), "0.0.1"
+	var err error
+	if ts.Server, err = NewServer(ts.nc, schemas.MustValidator(), ts.m, ts.a, o); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ts.Stop(context.Background()) })
+	return ts
+}
+
+// handle registers h for op or fails the test.
+func (ts *testServer) handle(tb testing.TB, op schemas.Op, h Handler, opts ...HandleOption) {
+	tb.Helper()
+	if err := ts.Handle(op, h, opts...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// request sends a request event of op's type with data, as agent a1 (and
+// traceparent when set), and returns the raw reply.
+func (ts *testServer) request(op schemas.Op, data any, traceparent string) (*nats.Msg, error) {
+	e, err := NewEventFrom(MustSource("/agents/a1"), op.RequestType, data)
+	if err != nil {
+		return nil, err
+	}
+	if traceparent != "" {
+		e.SetExtension(ExtTraceparent, traceparent)
+	}
+	hd, body, err := Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	return ts.nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", op), Header: hd, Data: body}, 5*time.Second)
+}
 
 // TestServerReplyTrace: a reply written by the server (inline and through
 // a worker) carries this hop's traceparent: the caller's trace id, a new
@@ -21,44 +73,20 @@ import (
 // trace. Several requests in a row check that pooled reply headers hold
 // only their own reply's values.
 func TestServerReplyTrace(t *testing.T) {
-	js := MustJetStream(t)
-	nc := js.Conn()
-	m := NewMetrics(prometheus.NewRegistry())
-	a := NewAuditor(js, m, discardLog(), "test")
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
-	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := newTestServer(t, ServerOptions{})
 	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
 	})
 	inlineOp := schemas.OpSysInfo
 	pooledOp := schemas.Op{Area: "test", Name: "pooled", RequestType: schemas.OpSysInfo.RequestType, ReplyType: schemas.OpSysInfo.ReplyType}
-	if err := s.Handle(inlineOp, h, Inline()); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Handle(pooledOp, h); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	ts.handle(t, inlineOp, h, Inline())
+	ts.handle(t, pooledOp, h)
 
 	caller, _ := ParseTraceparent(testTraceparent)
 	seen := map[string]bool{}
 	for _, op := range []schemas.Op{inlineOp, pooledOp} {
 		for i, in := range []string{testTraceparent, "", testTraceparent} {
-			e, err := NewEventFrom(MustSource("/agents/a1"), op.RequestType, schemas.SysInfoRequest{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if in != "" {
-				e.SetExtension(ExtTraceparent, in)
-			}
-			hd, body, err := Encode(e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", op), Header: hd, Data: body}, 5*time.Second)
+			msg, err := ts.request(op, schemas.SysInfoRequest{}, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,32 +120,19 @@ func TestServerReplyTrace(t *testing.T) {
 // InlineEndpoints endpoints on one subject and queue group; every request
 // is answered once, and their micro stats add up to the requests sent.
 func TestServerInlineEndpoints(t *testing.T) {
-	js := MustJetStream(t)
-	nc := js.Conn()
-	m := NewMetrics(prometheus.NewRegistry())
-	a := NewAuditor(js, m, discardLog(), "test")
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
-	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1", InlineEndpoints: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := newTestServer(t, ServerOptions{InlineEndpoints: 3})
+	s := ts.Server
 	var served atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+	ts.handle(t, schemas.OpSysInfo, HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 		served.Add(1)
 		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
-	})
-	if err := s.Handle(schemas.OpSysInfo, h, Inline()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	}), Inline())
 
 	const n = 60
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			e, _ := NewEventFrom(MustSource("/agents/a1"), schemas.TypeSysInfoRequest, schemas.SysInfoRequest{})
-			hd, body, _ := Encode(e)
-			msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", schemas.OpSysInfo), Header: hd, Data: body}, 5*time.Second)
+			msg, err := ts.request(schemas.OpSysInfo, schemas.SysInfoRequest{}, "")
 			if err == nil {
 				_, err = ParseReply(msg)
 			}
@@ -160,15 +175,7 @@ func TestServerInlineEndpoints(t *testing.T) {
 // Either way the caller gets one reply, and the request is audited and
 // counted once.
 func TestServerInlineFirst(t *testing.T) {
-	js := MustJetStream(t)
-	nc := js.Conn()
-	m := NewMetrics(prometheus.NewRegistry())
-	a := NewAuditor(js, m, discardLog(), "test")
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
-	s, err := NewServer(nc, schemas.MustValidator(), m, a, ServerOptions{Logger: discardLog(), Version: "0.0.1", Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts := newTestServer(t, ServerOptions{Timeout: time.Minute})
 	type run struct {
 		forbidden, deadline bool
 	}
@@ -189,15 +196,10 @@ func TestServerInlineFirst(t *testing.T) {
 		}
 		return Reply(req, &schemas.WhoAmI{Subject: in.UserToken})
 	})
-	if err := s.Handle(schemas.OpWhoAmI, h, InlineFirst()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	ts.handle(t, schemas.OpWhoAmI, h, InlineFirst())
 
 	for _, tok := range []string{"in-memory", "waits"} {
-		e, _ := NewEventFrom(MustSource("/agents/a1"), schemas.TypeWhoAmIRequest, schemas.WhoAmIRequest{UserToken: tok})
-		hd, body, _ := Encode(e)
-		msg, err := nc.RequestMsg(&nats.Msg{Subject: schemas.Subject("a1", schemas.OpWhoAmI), Header: hd, Data: body}, 5*time.Second)
+		msg, err := ts.request(schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: tok}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,16 +217,16 @@ func TestServerInlineFirst(t *testing.T) {
 	}
 	mu.Unlock()
 
-	if n := metricValue(t, m.Requests.WithLabelValues(schemas.OpWhoAmI.Endpoint(), "ok")); n != 2 {
+	if n := metricValue(t, ts.m.Requests.WithLabelValues(schemas.OpWhoAmI.Endpoint(), "ok")); n != 2 {
 		t.Errorf("counted %v requests, want 2", n)
 	}
-	if n := metricValue(t, m.Duration.WithLabelValues(schemas.OpWhoAmI.Endpoint()).(prometheus.Metric)); n != 2 {
+	if n := metricValue(t, ts.m.Duration.WithLabelValues(schemas.OpWhoAmI.Endpoint()).(prometheus.Metric)); n != 2 {
 		t.Errorf("observed %v durations, want 2", n)
 	}
-	if err := a.Flush(t.Context()); err != nil {
+	if err := ts.a.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(replayEvents(t, js)); got != 2 {
+	if got := len(replayEvents(t, ts.js)); got != 2 {
 		t.Errorf("audited %d requests, want 2", got)
 	}
 }
