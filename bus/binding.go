@@ -80,12 +80,7 @@ func Decode(h nats.Header, data []byte) (*event.Event, error) {
 		}
 		return decodeStructured(data)
 	}
-	sv, ok := "", false
-	if v := h["ce-specversion"]; len(v) > 0 { // the usual spelling, without a scan
-		sv, ok = v[0], true
-	} else {
-		sv, ok = m.ce("specversion")
-	}
+	sv, ok := m.ce("specversion")
 	if !ok {
 		return nil, invalid(schemas.CodeInvalidEvent, "not a CloudEvent: set the ce-specversion, ce-id, ce-source and ce-type headers (binary mode) or send the JSON event format with Content-Type %s (structured mode)", MediaStructured)
 	}
@@ -141,6 +136,9 @@ func (m *natsMessage) get(name string) string {
 }
 
 func (m *natsMessage) ce(attr string) (string, bool) {
+	if v := m.header[headerPrefix+attr]; len(v) > 0 { // the usual spelling, without a scan
+		return v[0], true
+	}
 	for k, v := range m.header {
 		if len(k) == len(headerPrefix)+len(attr) && strings.EqualFold(k[:len(headerPrefix)], headerPrefix) && strings.EqualFold(k[len(headerPrefix):], attr) && len(v) > 0 {
 			return v[0], true

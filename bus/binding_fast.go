@@ -26,10 +26,9 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 	ec := &d.ec
 	var contentType, ceContentType bool
 	// Names compare case-insensitively: CE-ID and ce-id are one attribute
-	// sent twice. Messages carry few headers, so a quadratic check is the
-	// cheapest.
-	// When every name is in its usual form (lower-case ce-…, and
-	// Content-Type), no two can be the same name in another case.
+	// sent twice. When every name is in its usual form (lower-case ce-…,
+	// and Content-Type), no two can be; otherwise a quadratic check (few
+	// headers) finds them.
 	usual := true
 	for k := range h {
 		if k != HeaderContentType && (len(k) <= len(headerPrefix) || k[:len(headerPrefix)] != headerPrefix || !isLower(k)) {
@@ -37,18 +36,17 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 			break
 		}
 	}
-	var buf [16]string
-	keys := buf[:0]
-	for k := range h {
-		if usual {
-			break
-		}
-		for _, prev := range keys {
-			if strings.EqualFold(prev, k) {
-				return nil, invalid(schemas.CodeInvalidEvent, "headers %s and %s name the same attribute; send each attribute once", prev, k)
+	if !usual {
+		var buf [16]string
+		keys := buf[:0]
+		for k := range h {
+			for _, prev := range keys {
+				if strings.EqualFold(prev, k) {
+					return nil, invalid(schemas.CodeInvalidEvent, "headers %s and %s name the same attribute; send each attribute once", prev, k)
+				}
 			}
+			keys = append(keys, k)
 		}
-		keys = append(keys, k)
 	}
 	for k, vs := range h {
 		if len(k) <= len(headerPrefix) || !strings.EqualFold(k[:len(headerPrefix)], headerPrefix) {

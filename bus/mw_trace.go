@@ -130,7 +130,8 @@ const ExtTraceparent = "traceparent"
 // extension, or a new trace when absent or malformed) with a span of its
 // own, and stamps that traceparent on the reply so the caller can
 // correlate it (under a Server, the server writes it while encoding the
-// reply, which spares an extension map per reply). The server reads req.Trace for error replies and audit.
+// reply, which spares an extension map per reply). The server reads
+// req.Trace for error replies and audit.
 func Tracing() Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {

@@ -368,28 +368,24 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 		s.respondError(w, req, err)
 		return
 	}
-	ec, ok := reply.Context.(*event.EventContextV1)
-	if !ok {
+	h, body := nats.Header(nil), reply.Data()
+	if ec, ok := reply.Context.(*event.EventContextV1); ok {
+		// The reply's header is written into a pooled block, free again
+		// once respond has returned: nats.go has copied it by then.
+		hb := headerBlocks.Get().(*headerBlock)
+		defer headerBlocks.Put(hb)
+		h = encodeV1(ec, hb, req.Trace.Traceparent())
+	} else {
 		setExtension(reply, ExtTraceparent, req.Trace.Traceparent())
-		h, body, err := Encode(reply)
-		if err != nil {
+		if h, body, err = Encode(reply); err != nil {
 			s.respondError(w, req, fmt.Errorf("encode reply: %w", err))
 			return
 		}
-		if err := w.respond(h, body); err != nil {
-			s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
-		}
-		return
 	}
-	// The reply's header is written into a pooled block, free again once
-	// respond has returned: nats.go has copied it by then.
-	hb := headerBlocks.Get().(*headerBlock)
-	err = w.respond(encodeV1(ec, hb, req.Trace.Traceparent()), reply.Data())
-	headerBlocks.Put(hb)
-	if err != nil {
+	if err := w.respond(h, body); err != nil {
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
-	return
+	return answered
 }
 
 // respondError answers with an error CloudEvent; the micro error headers

@@ -250,8 +250,7 @@ func (s *Store) Cached(u UserRef, conn string) (Record, bool) {
 		s.userKeys[u] = uk
 	}
 	var buf [160]byte
-	key := append(append(append(append(buf[:0], prefixRecord...), uk...), '/'), conn...)
-	r, ok := s.cache[string(key)] // no string is built for the lookup
+	r, ok := s.cache[string(appendRecordKey(buf[:0], uk, conn))] // no string is built for the lookup
 	return r, ok
 }
 
@@ -681,7 +680,12 @@ func recordKey(u UserRef, conn string) ([]byte, error) {
 	if conn == "" || strings.Contains(conn, "/") {
 		return nil, fmt.Errorf("vault: invalid connection name %q", conn)
 	}
-	return []byte(prefixRecord + u.Key() + "/" + conn), nil
+	return appendRecordKey(nil, u.Key(), conn), nil
+}
+
+// appendRecordKey appends r/<userKey>/<connection>.
+func appendRecordKey(b []byte, userKey, conn string) []byte {
+	return append(append(append(append(b, prefixRecord...), userKey...), '/'), conn...)
 }
 
 func putKey(r *Record) ([]byte, error) {
