@@ -49,6 +49,7 @@ type benchFlags struct {
 	audience     string
 	operator     natsFlags
 	cpuProfile   string
+	memProfile   string
 	creds        *agents.Credentials
 	scaleRecords int
 	ragDocs      int
@@ -178,6 +179,7 @@ loopback port, a temporary data dir) and talks to it over TCP loopback.`,
 	fl.BoolVar(&f.noProgress, "no-progress", false, "do not draw progress bars")
 	fl.BoolVar(&f.loadProcess, "load-process", false, "generate the load of request/reply scenarios from a separate process, as agents are (the echo responder stays next to the service)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (service and load) to this file")
+	fl.StringVar(&f.memProfile, "memprofile", "", "write the allocations of the whole run (service and load) to this file, as a pprof allocs profile")
 	return cmd
 }
 
@@ -236,6 +238,13 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f.memProfile != "" {
+		defer func() {
+			if err := writeAllocs(f.memProfile); err != nil {
+				fmt.Fprintf(errw, "bench: %v\n", err)
+			}
+		}()
 	}
 	natsURL := f.natsURL
 	var inProcess *Main
@@ -364,6 +373,19 @@ func benchConfig(dir, sync string) Config {
 	c.JetStreamSync = sync
 	c.LogLevel = "warn"
 	return c
+}
+
+// writeAllocs writes the allocations sampled since the process started.
+func writeAllocs(path string) error {
+	pf, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
+		_ = pf.Close()
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	return pf.Close()
 }
 
 func (f *benchFlags) bar(w io.Writer, desc string) *progressbar.ProgressBar {
