@@ -86,6 +86,9 @@ type Server struct {
 	mu        sync.Mutex
 	ops       []schemas.Op
 	inflight  sync.WaitGroup
+	// workerStats, by endpoint name, count the requests its workers
+	// answered (under mu).
+	workerStats map[string]*workerStats
 }
 
 // NewServer registers the micro service on nc. It serves nothing until
@@ -106,15 +109,18 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if opts.InlineEndpoints <= 0 {
 		opts.InlineEndpoints = min(runtime.GOMAXPROCS(0), 4)
 	}
+	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}}
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        schemas.ServiceName,
-		Version:     opts.Version,
-		Description: opts.Description,
+		Name:         schemas.ServiceName,
+		Version:      opts.Version,
+		Description:  opts.Description,
+		StatsHandler: s.endpointData,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: add micro service: %w", err)
 	}
-	return &Server{svc: svc, opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func())}, nil
+	s.svc = svc
+	return s, nil
 }
 
 // Handle serves op with h behind the standard middleware chain: recover,
@@ -133,44 +139,56 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		mws = append(mws, Validate(s.validator))
 		return Chain(h, append(mws, s.opts.Middleware...)...)
 	}
-	var handler func(micro.Request)
+	// Requests answered on a worker are counted in the endpoint's
+	// worker stats (ws), which `nats micro stats` shows as its data:
+	// micro counts only what its callback answered before returning.
+	var handler func(ws *workerStats) func(micro.Request)
 	switch {
 	case ho.inlineFirst:
 		inline, pooled := chain(false), chain(true)
-		handler = func(r micro.Request) {
-			s.inflight.Add(1)
-			defer s.inflight.Done()
-			req, ok := s.decode(op, r, responder{r: r})
-			if ok && !s.answer(inlineCtx, op, inline, req, responder{r: r}, true) {
-				// The handler would block: a worker serves the request
-				// again. The decoded request holds no reference to
-				// the micro request.
-				reply := r.Reply()
+		handler = func(ws *workerStats) func(micro.Request) {
+			return func(r micro.Request) {
 				s.inflight.Add(1)
-				s.dispatch(func() {
-					defer s.inflight.Done()
-					s.answer(context.Background(), op, pooled, req, responder{nc: s.nc, reply: reply}, false)
-				})
+				defer s.inflight.Done()
+				req, ok := s.decode(op, r, responder{r: r})
+				if ok && !s.answer(inlineCtx, op, inline, req, responder{r: r}, true) {
+					// The handler would block: a worker serves the
+					// request again. The decoded request holds no
+					// reference to the micro request.
+					reply := r.Reply()
+					s.inflight.Add(1)
+					s.dispatch(func() {
+						defer s.inflight.Done()
+						s.answer(context.Background(), op, pooled, req, responder{nc: s.nc, reply: reply, ws: ws}, false)
+						ws.served(time.Since(req.Received))
+					})
+				}
 			}
 		}
 	case ho.inline:
 		inline := chain(false)
-		handler = func(r micro.Request) {
-			s.inflight.Add(1)
-			defer s.inflight.Done()
-			s.serve(op, inline, r, responder{r: r})
+		handler = func(*workerStats) func(micro.Request) {
+			return func(r micro.Request) {
+				s.inflight.Add(1)
+				defer s.inflight.Done()
+				s.serve(op, inline, r, responder{r: r})
+			}
 		}
 	default:
 		pooled := chain(true)
-		handler = func(r micro.Request) {
-			s.inflight.Add(1)
-			// Copy what the worker needs: the micro request is not
-			// used after this callback returns.
-			pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
-			s.dispatch(func() {
-				defer s.inflight.Done()
-				s.serve(op, pooled, pr, responder{nc: s.nc, reply: pr.reply})
-			})
+		handler = func(ws *workerStats) func(micro.Request) {
+			return func(r micro.Request) {
+				s.inflight.Add(1)
+				start := time.Now()
+				// Copy what the worker needs: the micro request is not
+				// used after this callback returns.
+				pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
+				s.dispatch(func() {
+					defer s.inflight.Done()
+					s.serve(op, pooled, pr, responder{nc: s.nc, reply: pr.reply, ws: ws})
+					ws.served(time.Since(start))
+				})
+			}
 		}
 	}
 	// micro delivers an endpoint's requests on one goroutine. An inline
@@ -186,7 +204,14 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		if i > 0 {
 			name += "-" + strconv.Itoa(i+1)
 		}
-		err := s.svc.AddEndpoint(name, micro.HandlerFunc(handler),
+		var ws *workerStats
+		if !ho.inline || ho.inlineFirst {
+			ws = new(workerStats)
+			s.mu.Lock()
+			s.workerStats[name] = ws
+			s.mu.Unlock()
+		}
+		err := s.svc.AddEndpoint(name, micro.HandlerFunc(handler(ws)),
 			micro.WithEndpointSubject(op.SubjectPattern()),
 			micro.WithEndpointMetadata(map[string]string{"request_type": op.RequestType, "reply_type": op.ReplyType, "summary": op.Summary}),
 		)
@@ -294,6 +319,7 @@ type responder struct {
 	r     micro.Request
 	nc    *nats.Conn
 	reply string
+	ws    *workerStats // counts the errors answered by publishing
 }
 
 func (w responder) respond(h nats.Header, body []byte) error {
@@ -312,6 +338,7 @@ func (w responder) fail(status, desc string, h nats.Header, body []byte) error {
 	}
 	h[micro.ErrorHeader] = []string{desc}
 	h[micro.ErrorCodeHeader] = []string{status}
+	w.ws.failed(status, desc)
 	return w.nc.PublishMsg(&nats.Msg{Subject: w.reply, Header: h, Data: body})
 }
 

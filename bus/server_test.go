@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -228,5 +230,112 @@ func TestServerInlineFirst(t *testing.T) {
 	}
 	if got := len(replayEvents(t, ts.js)); got != 2 {
 		t.Errorf("audited %d requests, want 2", got)
+	}
+}
+
+// TestServerWorkerStats: requests answered on workers (pooled operations,
+// and InlineFirst requests moved to a worker) show in `nats micro stats`
+// as the endpoint's data, errors included, read over $SRV.STATS as the
+// nats CLI reads them.
+func TestServerWorkerStats(t *testing.T) {
+	ts := newTestServer(t, ServerOptions{Timeout: time.Minute})
+	fail := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		var in struct {
+			UserToken string `json:"user_token"`
+		}
+		if err := DecodeData(req.Event, &in); err != nil {
+			return nil, err
+		}
+		switch in.UserToken {
+		case "denied":
+			return nil, Errorf(schemas.CodeDenied, "not for you")
+		case "waits":
+			if err := blocking.Check(ctx); err != nil {
+				return nil, err
+			}
+			return nil, Errorf(schemas.CodeDenied, "not for you either")
+		}
+		return Reply(req, &schemas.WhoAmI{Subject: in.UserToken})
+	})
+	ts.handle(t, schemas.OpVaultToken, fail)            // pooled
+	ts.handle(t, schemas.OpWhoAmI, fail, InlineFirst()) // inline, or moved
+	ts.handle(t, schemas.OpSysInfo, fail, Inline())     // inline only
+	for op, toks := range map[schemas.Op][]string{
+		schemas.OpVaultToken: {"ok", "denied", "denied"},
+		schemas.OpWhoAmI:     {"ok", "denied", "waits"},
+	} {
+		for _, tok := range toks {
+			var data any = schemas.WhoAmIRequest{UserToken: tok}
+			if op == schemas.OpVaultToken {
+				data = schemas.VaultTokenRequest{UserToken: tok, Connection: "google"}
+			}
+			msg, err := ts.request(op, data, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ParseReply(msg); (err != nil) != (tok != "ok") {
+				t.Fatalf("%s %s: %v", op.Endpoint(), tok, err)
+			}
+		}
+	}
+	// A malformed request to the pooled operation fails on its worker too.
+	bad, err := ts.nc.Request(schemas.Subject("a1", schemas.OpVaultToken), []byte("{"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseReply(bad); err == nil {
+		t.Fatal("malformed request answered without an error")
+	}
+
+	msg, err := ts.nc.Request("$SRV.STATS."+schemas.ServiceName, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats struct {
+		Endpoints []struct {
+			Name        string       `json:"name"`
+			NumRequests int          `json:"num_requests"`
+			NumErrors   int          `json:"num_errors"`
+			Data        EndpointData `json:"data"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(msg.Data, &stats); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var whoami struct{ requests, errors, workerRequests, workerErrors int }
+	for _, e := range stats.Endpoints {
+		w := e.Data.Workers
+		switch e.Name {
+		case "vault-token":
+			seen[e.Name] = true
+			if e.NumRequests != 4 || w == nil || w.NumRequests != 4 || w.NumErrors != 3 || !strings.HasPrefix(w.LastError, "400:") || w.ProcessingTime <= 0 || w.AverageProcessingTime != w.ProcessingTime/4 {
+				t.Errorf("vault-token: %d requests, workers %+v; want 4 requests, workers 4 with 3 errors, the last a 400", e.NumRequests, w)
+			}
+		case "sys-info", "sys-info-2":
+			seen["sys-info"] = true
+			if w != nil {
+				t.Errorf("%s: inline-only endpoint has worker stats %+v", e.Name, w)
+			}
+		}
+		if strings.HasPrefix(e.Name, "user-whoami") {
+			seen["user-whoami"] = true
+			if w == nil {
+				t.Errorf("%s: no worker stats", e.Name)
+				continue
+			}
+			// micro counted the inline error; the moved request is
+			// the workers' (its endpoint is whichever got it).
+			whoami.requests += e.NumRequests
+			whoami.errors += e.NumErrors
+			whoami.workerRequests += w.NumRequests
+			whoami.workerErrors += w.NumErrors
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("endpoints seen %v", seen)
+	}
+	if whoami.requests != 3 || whoami.errors != 1 || whoami.workerRequests != 1 || whoami.workerErrors != 1 {
+		t.Errorf("user-whoami: %+v; want 3 requests and 1 error in micro's counts, 1 request with 1 error on workers", whoami)
 	}
 }
