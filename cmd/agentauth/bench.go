@@ -320,7 +320,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 			}
 			var ops, bases []Stats
 			if f.loadProcess && sc.ops != nil {
-				spec := loadSpec{URL: natsURL, UserToken: f.userToken, Scenario: sc.name, Concurrency: c, N: f.n, Warmup: f.warmup, Rounds: f.rounds}
+				spec := loadSpec{URL: natsURL, UserToken: f.userToken, Scenario: sc.name, Concurrency: c, N: f.n, Warmup: f.warmup, Rounds: f.rounds, Limit: sc.limit, NoProgress: f.noProgress}
 				if f.creds != nil {
 					spec.Credentials = *f.creds
 				} else if f.agentCreds != "" {
@@ -631,6 +631,10 @@ type loadSpec struct {
 	N           int                `json:"n"`
 	Warmup      int                `json:"warmup"`
 	Rounds      int                `json:"rounds"`
+	// Limit names the baseline in progress bars; NoProgress turns them
+	// off (they are drawn only on a terminal anyway).
+	Limit      string `json:"limit,omitempty"`
+	NoProgress bool   `json:"no_progress,omitempty"`
 }
 
 type loadResult struct {
@@ -697,9 +701,11 @@ func newBenchLoadCmd() *cobra.Command {
 			measure(ctx, op, spec.Warmup, spec.Concurrency, nil)
 			measure(ctx, base, spec.Warmup, spec.Concurrency, nil)
 			var r loadResult
+			bf := &benchFlags{n: spec.N, noProgress: spec.NoProgress}
+			errw := cmd.ErrOrStderr() // the parent's, when it is a terminal
 			for k := 0; k < spec.Rounds; k++ {
-				r.Bases = append(r.Bases, measure(ctx, base, spec.N, spec.Concurrency, nil))
-				r.Ops = append(r.Ops, measure(ctx, op, spec.N, spec.Concurrency, nil))
+				r.Bases = append(r.Bases, measure(ctx, base, spec.N, spec.Concurrency, bf.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", spec.Limit, spec.Concurrency, k+1, spec.Rounds))))
+				r.Ops = append(r.Ops, measure(ctx, op, spec.N, spec.Concurrency, bf.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", spec.Scenario, spec.Concurrency, k+1, spec.Rounds))))
 			}
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
 		},
