@@ -244,7 +244,7 @@ func (s *Store) Cached(u UserRef, conn string) (Record, bool) {
 	uk, ok := s.userKeys[u]
 	if !ok {
 		if len(s.userKeys) >= s.cacheMax {
-			clear(s.userKeys)
+			evictOne(s.userKeys)
 		}
 		uk = u.Key()
 		s.userKeys[u] = uk
@@ -279,13 +279,25 @@ func (s *Store) Get(u UserRef, conn string) (Record, error) {
 		s.mu.Lock()
 		if s.gen == gen { // no write committed since the read began
 			if len(s.cache) >= s.cacheMax {
-				clear(s.cache)
+				evictOne(s.cache)
 			}
 			s.cache[string(key)] = r.withFingerprint()
 		}
 		s.mu.Unlock()
 	}
 	return r, nil
+}
+
+// evictOne makes room in a full cache by dropping one entry. A range
+// over a map starts at a random place, so this is random eviction: with
+// more users than the cache holds, most of the cached working set stays,
+// where clearing the whole cache would send every reader to the disk at
+// once.
+func evictOne[K comparable, V any](m map[K]V) {
+	for k := range m {
+		delete(m, k)
+		return
+	}
 }
 
 // written records a committed write of key: the cached record is
