@@ -35,6 +35,8 @@ type Request struct {
 	// audit is the request's audit record (AuditRequests), allocated
 	// with the request.
 	audit schemas.AuditRequest
+	// took is set by Instrument: from receipt to the handler's answer.
+	took time.Duration
 }
 
 // Handler serves one request event and returns the reply event, or an

@@ -19,6 +19,7 @@ type Metrics struct {
 	Requests      *prometheus.CounterVec   // by operation and code ("ok" on success)
 	Duration      *prometheus.HistogramVec // by operation
 	InFlight      prometheus.Gauge
+	SlowInline    *prometheus.CounterVec // by operation: see ServerOptions.SlowInline
 	AuditFailures prometheus.Counter
 	Published     *prometheus.CounterVec // JetStream publishes by stream and result
 	Consumed      *prometheus.CounterVec // JetStream deliveries by consumer and action
@@ -40,6 +41,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentauth_requests_in_flight",
 			Help: "Requests being handled now.",
 		}),
+		SlowInline: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentauth_inline_slow_total",
+			Help: "Requests served on a subscription goroutine that took longer than the server's slow-inline bound: their handler waited without blocking.Check, holding up its endpoint.",
+		}, []string{"operation"}),
 		AuditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentauth_audit_publish_failures_total",
 			Help: "Audit events JetStream did not acknowledge.",
@@ -53,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "JetStream deliveries handled, by consumer and action (ack, nak, term).",
 		}, []string{"consumer", "action"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.AuditFailures, m.Published, m.Consumed)
+	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.SlowInline, m.AuditFailures, m.Published, m.Consumed)
 	return m
 }
 
@@ -83,7 +88,8 @@ func Instrument(m *Metrics) Middleware {
 			if errors.Is(err, blocking.ErrWouldBlock) {
 				return reply, err // served again where it may wait; counted then
 			}
-			duration.Observe(time.Since(req.Received).Seconds())
+			req.took = time.Since(req.Received)
+			duration.Observe(req.took.Seconds())
 			if err != nil {
 				m.Requests.WithLabelValues(req.Op.Endpoint(), string(Classify(err).Code)).Inc()
 			} else {

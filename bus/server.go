@@ -38,6 +38,11 @@ type ServerOptions struct {
 	// own goroutine) serve an Inline operation (default: GOMAXPROCS, at
 	// most 4), so that a burst of requests is served on every core.
 	InlineEndpoints int
+	// SlowInline (default 50ms) is how long a request served on a
+	// subscription goroutine may take before it is counted
+	// (agentauth_inline_slow_total) and logged as a handler that waits
+	// where it must not. Negative: never.
+	SlowInline time.Duration
 }
 
 // HandleOption configures one operation.
@@ -89,6 +94,9 @@ type Server struct {
 	// workerStats, by endpoint name, count the requests its workers
 	// answered (under mu).
 	workerStats map[string]*workerStats
+	// slowLogged: when a slow inline request of an operation was last
+	// logged (under mu).
+	slowLogged map[string]time.Time
 }
 
 // NewServer registers the micro service on nc. It serves nothing until
@@ -108,6 +116,9 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	}
 	if opts.InlineEndpoints <= 0 {
 		opts.InlineEndpoints = min(runtime.GOMAXPROCS(0), 4)
+	}
+	if opts.SlowInline == 0 {
+		opts.SlowInline = 50 * time.Millisecond
 	}
 	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}}
 	svc, err := micro.AddService(nc, micro.Config{
@@ -388,6 +399,9 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 	if mayDefer && errors.Is(err, blocking.ErrWouldBlock) {
 		return false
 	}
+	if w.r != nil && s.opts.SlowInline > 0 && req.took > s.opts.SlowInline {
+		s.slowInline(op, req)
+	}
 	if err == nil && reply == nil {
 		err = fmt.Errorf("handler for %s returned neither a reply nor an error", op.Endpoint())
 	}
@@ -413,6 +427,27 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
 	return answered
+}
+
+// slowInline reports a request that held up its subscription goroutine:
+// counted each time, logged at most once a minute per operation.
+func (s *Server) slowInline(op schemas.Op, req *Request) {
+	s.metrics.SlowInline.WithLabelValues(op.Endpoint()).Inc()
+	now := time.Now()
+	s.mu.Lock()
+	if s.slowLogged == nil {
+		s.slowLogged = map[string]time.Time{}
+	}
+	last := s.slowLogged[op.Endpoint()]
+	due := now.Sub(last) >= time.Minute
+	if due {
+		s.slowLogged[op.Endpoint()] = now
+	}
+	s.mu.Unlock()
+	if due {
+		s.log.Warn("a request served inline took long: its handler waits without calling blocking.Check first, and every request of its endpoint waits behind it",
+			"op", op.Endpoint(), "took", req.took, "bound", s.opts.SlowInline, "trace", req.Trace.Traceparent())
+	}
 }
 
 // respondError answers with an error CloudEvent; the micro error headers

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,10 @@ func newTestServer(tb testing.TB, o ServerOptions) *testServer {
 	ts.m = NewMetrics(prometheus.NewRegistry())
 	ts.a = NewAuditor(ts.js, ts.m, discardLog(), "test")
 	tb.Cleanup(func() { _ = ts.a.Close(context.Background()) })
-	o.Logger, o.Version = discardLog(), "0.0.1"
+	if o.Logger == nil {
+		o.Logger = discardLog()
+	}
+	o.Version = "0.0.1"
 	var err error
 	if ts.Server, err = NewServer(ts.nc, schemas.MustValidator(), ts.m, ts.a, o); err != nil {
 		tb.Fatal(err)
@@ -337,5 +341,76 @@ func TestServerWorkerStats(t *testing.T) {
 	}
 	if whoami.requests != 3 || whoami.errors != 1 || whoami.workerRequests != 1 || whoami.workerErrors != 1 {
 		t.Errorf("user-whoami: %+v; want 3 requests and 1 error in micro's counts, 1 request with 1 error on workers", whoami)
+	}
+}
+
+// lockedBuffer is a log destination safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestServerSlowInline: a request served inline that outlasts the bound
+// (a handler waiting without blocking.Check) is counted and logged, once
+// a minute per operation; quick requests and requests served on workers
+// are not.
+func TestServerSlowInline(t *testing.T) {
+	var logs lockedBuffer
+	ts := newTestServer(t, ServerOptions{SlowInline: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		var in struct {
+			UserToken string `json:"user_token"`
+		}
+		if err := DecodeData(req.Event, &in); err != nil {
+			return nil, err
+		}
+		if in.UserToken == "slow" {
+			time.Sleep(250 * time.Millisecond) // waits where it must not
+		}
+		return Reply(req, &schemas.WhoAmI{Subject: in.UserToken})
+	})
+	ts.handle(t, schemas.OpWhoAmI, h, Inline())
+	ts.handle(t, schemas.OpVaultToken, h) // on workers: waiting is fine
+	for _, r := range []struct {
+		op   schemas.Op
+		data any
+	}{
+		{schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: "quick"}},
+		{schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: "slow"}},
+		{schemas.OpWhoAmI, schemas.WhoAmIRequest{UserToken: "slow"}},
+		{schemas.OpVaultToken, schemas.VaultTokenRequest{UserToken: "slow", Connection: "google"}},
+	} {
+		msg, err := ts.request(r.op, r.data, "")
+		if err == nil {
+			_, err = ParseReply(msg)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := metricValue(t, ts.m.SlowInline.WithLabelValues(schemas.OpWhoAmI.Endpoint())); n != 2 {
+		t.Errorf("counted %v slow inline requests, want 2", n)
+	}
+	if n := metricValue(t, ts.m.SlowInline.WithLabelValues(schemas.OpVaultToken.Endpoint())); n != 0 {
+		t.Errorf("counted %v slow requests served on workers, want 0", n)
+	}
+	out := logs.String()
+	if got := strings.Count(out, "a request served inline took long"); got != 1 {
+		t.Errorf("logged %d warnings, want 1 (once a minute):\n%s", got, out)
+	}
+	if !strings.Contains(out, "op=user-whoami") || !strings.Contains(out, "blocking.Check") {
+		t.Errorf("warning does not name the operation and the fix:\n%s", out)
 	}
 }
