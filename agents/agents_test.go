@@ -147,3 +147,40 @@ func TestSealCompatibleWithNkeys(t *testing.T) {
 		t.Fatal("tampered box opened")
 	}
 }
+
+// TestSharedKeysBound: a full cache of shared keys makes room for a new
+// peer by dropping one entry, not all of them, and keys stay correct.
+func TestSharedKeysBound(t *testing.T) {
+	kp, _ := nkeys.CreateCurveKeys()
+	seed, _ := kp.Seed()
+	k, err := newSharedKeys(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.max = 3
+	var peers []string
+	first := map[string][32]byte{}
+	for range 5 {
+		p, _ := nkeys.CreateCurveKeys()
+		pub, _ := p.PublicKey()
+		peers = append(peers, pub)
+		key, err := k.shared(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[pub] = *key
+	}
+	if n := len(k.byPeer); n != 3 {
+		t.Fatalf("%d shared keys cached, want the bound, 3", n)
+	}
+	if _, ok := k.byPeer[peers[4]]; !ok {
+		t.Fatal("the newest peer's key is not cached")
+	}
+	// An evicted peer's key is computed again, equal to the first time.
+	for _, p := range peers {
+		key, err := k.shared(p)
+		if err != nil || *key != first[p] {
+			t.Fatalf("peer %s: key changed (%v)", p, err)
+		}
+	}
+}

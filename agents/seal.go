@@ -28,9 +28,10 @@ type sharedKeys struct {
 	private [32]byte
 	mu      sync.RWMutex
 	byPeer  map[string]*[32]byte
+	max     int // bound of byPeer: when full, one entry makes room for each new one
 }
 
-// maxPeers bounds the cache (it is cleared when full).
+// maxPeers bounds the cache.
 const maxPeers = 65536
 
 func newSharedKeys(seed []byte) (*sharedKeys, error) {
@@ -41,7 +42,7 @@ func newSharedKeys(seed []byte) (*sharedKeys, error) {
 	if prefix != nkeys.PrefixByteCurve || len(raw) != 32 {
 		return nil, errors.New("not an X25519 (curve) seed")
 	}
-	k := &sharedKeys{byPeer: map[string]*[32]byte{}}
+	k := &sharedKeys{byPeer: map[string]*[32]byte{}, max: maxPeers}
 	copy(k.private[:], raw)
 	return k, nil
 }
@@ -62,8 +63,11 @@ func (k *sharedKeys) shared(peer string) (*[32]byte, error) {
 	s = new([32]byte)
 	box.Precompute(s, &pub, &k.private)
 	k.mu.Lock()
-	if len(k.byPeer) >= maxPeers {
-		clear(k.byPeer)
+	if len(k.byPeer) >= k.max {
+		for p := range k.byPeer { // a random one: ranges start anywhere
+			delete(k.byPeer, p)
+			break
+		}
 	}
 	k.byPeer[peer] = s
 	k.mu.Unlock()
