@@ -335,12 +335,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 					return fmt.Errorf("scenario %s: %w", sc.name, err)
 				}
 			} else {
-				measure(ctx, op, f.warmup, c, nil)
-				measure(ctx, base, f.warmup, c, nil)
-				for r := 0; r < f.rounds; r++ {
-					bases = append(bases, measure(ctx, base, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.limit, c, r+1, f.rounds))))
-					ops = append(ops, measure(ctx, op, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", sc.name, c, r+1, f.rounds))))
-				}
+				ops, bases = f.measureRounds(ctx, errw, sc.name, sc.limit, op, base, c)
 			}
 			res := BenchResult{Scenario: sc.name, Limit: sc.limit, Concurrency: c, N: f.n, Rounds: f.rounds, Op: medianStats(ops), Baseline: medianStats(bases)}
 			if res.Baseline.P50 > 0 {
@@ -386,6 +381,18 @@ func writeAllocs(path string) error {
 		return fmt.Errorf("memory profile: %w", err)
 	}
 	return pf.Close()
+}
+
+// measureRounds warms op and base up, then measures them in alternating rounds
+// at concurrency c, each round with its progress bar.
+func (f *benchFlags) measureRounds(ctx context.Context, errw io.Writer, name, limit string, op, base benchOp, c int) (ops, bases []Stats) {
+	measure(ctx, op, f.warmup, c, nil)
+	measure(ctx, base, f.warmup, c, nil)
+	for r := 0; r < f.rounds; r++ {
+		bases = append(bases, measure(ctx, base, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", limit, c, r+1, f.rounds))))
+		ops = append(ops, measure(ctx, op, f.n, c, f.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", name, c, r+1, f.rounds))))
+	}
+	return ops, bases
 }
 
 func (f *benchFlags) bar(w io.Writer, desc string) *progressbar.ProgressBar {
@@ -697,16 +704,10 @@ func newBenchLoadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			op, base := ro.call, ro.base
-			measure(ctx, op, spec.Warmup, spec.Concurrency, nil)
-			measure(ctx, base, spec.Warmup, spec.Concurrency, nil)
 			var r loadResult
-			bf := &benchFlags{n: spec.N, noProgress: spec.NoProgress}
-			errw := cmd.ErrOrStderr() // the parent's, when it is a terminal
-			for k := 0; k < spec.Rounds; k++ {
-				r.Bases = append(r.Bases, measure(ctx, base, spec.N, spec.Concurrency, bf.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", spec.Limit, spec.Concurrency, k+1, spec.Rounds))))
-				r.Ops = append(r.Ops, measure(ctx, op, spec.N, spec.Concurrency, bf.bar(errw, fmt.Sprintf("%s c=%d round %d/%d", spec.Scenario, spec.Concurrency, k+1, spec.Rounds))))
-			}
+			f := &benchFlags{n: spec.N, warmup: spec.Warmup, rounds: spec.Rounds, noProgress: spec.NoProgress}
+			// Bars go to the parent's stderr, drawn when it is a terminal.
+			r.Ops, r.Bases = f.measureRounds(ctx, cmd.ErrOrStderr(), spec.Scenario, spec.Limit, ro.call, ro.base, spec.Concurrency)
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
 		},
 	}
