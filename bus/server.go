@@ -120,7 +120,7 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if opts.SlowInline == 0 {
 		opts.SlowInline = 50 * time.Millisecond
 	}
-	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}}
+	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}, slowLogged: map[string]time.Time{}}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:         schemas.ServiceName,
 		Version:      opts.Version,
@@ -435,9 +435,6 @@ func (s *Server) slowInline(op schemas.Op, req *Request) {
 	s.metrics.SlowInline.WithLabelValues(op.Endpoint()).Inc()
 	now := time.Now()
 	s.mu.Lock()
-	if s.slowLogged == nil {
-		s.slowLogged = map[string]time.Time{}
-	}
 	last := s.slowLogged[op.Endpoint()]
 	due := now.Sub(last) >= time.Minute
 	if due {
