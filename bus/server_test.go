@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentauth/agentauth/internal/blocking"
+	"github.com/agentauth/agentauth/internal/testutil"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -344,30 +345,12 @@ func TestServerWorkerStats(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServerSlowInline: a request served inline that outlasts the bound
 // (a handler waiting without blocking.Check) is counted and logged, once
 // a minute per operation; quick requests and requests served on workers
 // are not.
 func TestServerSlowInline(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	ts := newTestServer(t, ServerOptions{SlowInline: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 		var in struct {

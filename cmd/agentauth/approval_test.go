@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/client"
+	"github.com/agentauth/agentauth/internal/testutil"
 	"github.com/agentauth/agentauth/schemas"
 )
 
@@ -379,35 +380,6 @@ func TestApprovalSurvivesRestart(t *testing.T) {
 	}
 }
 
-// syncBuffer is an output buffer read while a command writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) waitFor(t *testing.T, text string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(s.String(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the terminal app never showed %q:\n%s", text, s.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestApprovalsTerminal: `agentauth approvals` shows a request that
 // arrived while it was not running, and a new one live; keystrokes
 // approve and deny them; the agent gets each outcome.
@@ -423,14 +395,14 @@ func TestApprovalsTerminal(t *testing.T) {
 	}
 
 	in, keys := io.Pipe()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	root := newRoot(out, io.Discard)
 	root.SetIn(in)
 	root.SetArgs([]string{"approvals", "--token", alice, "--data-dir", m.Config.DataDir, "--nats-url", m.NATSURL()})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 
-	out.waitFor(t, `"Buy coffee"`)
+	out.WaitFor(t, `"Buy coffee"`, 20*time.Second)
 	if !strings.Contains(out.String(), "shopper") || !strings.Contains(out.String(), `"item":"coffee"`) {
 		t.Errorf("the request is not shown with its agent and details:\n%s", out.String())
 	}
@@ -445,7 +417,7 @@ func TestApprovalsTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out.waitFor(t, `"Buy tea"`)
+	out.WaitFor(t, `"Buy tea"`, 20*time.Second)
 	if _, err := io.WriteString(keys, "d\n"); err != nil {
 		t.Fatal(err)
 	}
