@@ -12,6 +12,8 @@ import (
 // Timeout bounds a handler: its context is cancelled after d, and if it has
 // not returned by then the request fails with a timeout error while the
 // handler finishes in the background (its late reply is discarded).
+// next runs on another goroutine: a Recover outside Timeout does not
+// cover it, so put one inside too (Server.Handle does).
 func Timeout(d time.Duration) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {

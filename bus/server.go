@@ -145,7 +145,9 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	chain := func(timeout bool) Handler {
 		mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics)}
 		if timeout {
-			mws = append(mws, Timeout(s.opts.Timeout))
+			// Timeout runs what follows on another goroutine, out of
+			// reach of the Recover above: recover there too.
+			mws = append(mws, Timeout(s.opts.Timeout), Recover(s.log))
 		}
 		mws = append(mws, Validate(s.validator))
 		return Chain(h, append(mws, s.opts.Middleware...)...)

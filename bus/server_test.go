@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -395,5 +396,48 @@ func TestServerSlowInline(t *testing.T) {
 	}
 	if !strings.Contains(out, "op=user-whoami") || !strings.Contains(out, "blocking.Check") {
 		t.Errorf("warning does not name the operation and the fix:\n%s", out)
+	}
+}
+
+// TestServerHandlerPanic: a panicking handler gets the caller an internal
+// error and the service keeps serving, wherever the handler runs: inline,
+// on a worker (where Timeout runs it on a goroutine of its own), or moved
+// to a worker by InlineFirst.
+func TestServerHandlerPanic(t *testing.T) {
+	ts := newTestServer(t, ServerOptions{})
+	var calls atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		if err := blocking.Check(ctx); err != nil { // InlineFirst: go to a worker
+			return nil, err
+		}
+		if calls.Add(1)%2 == 1 {
+			var m map[string]int
+			m["boom"]++ // a nil map write
+		}
+		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
+	})
+	ops := map[string]HandleOption{"inline": Inline(), "pooled": nil, "inline-first": InlineFirst()}
+	for name, opt := range ops {
+		op := schemas.Op{Area: "test", Name: strings.ReplaceAll(name, "-", ""), RequestType: schemas.OpSysInfo.RequestType, ReplyType: schemas.OpSysInfo.ReplyType}
+		if opt != nil {
+			ts.handle(t, op, h, opt)
+		} else {
+			ts.handle(t, op, h)
+		}
+		msg, err := ts.request(op, schemas.SysInfoRequest{}, "")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var re *ReplyError
+		if _, err := ParseReply(msg); !errors.As(err, &re) || re.Code != schemas.CodeInternal {
+			t.Errorf("%s: a panicking handler's reply: %v, want an %s error", name, err, schemas.CodeInternal)
+		}
+		msg, err = ts.request(op, schemas.SysInfoRequest{}, "")
+		if err != nil {
+			t.Fatalf("%s: after the panic: %v", name, err)
+		}
+		if _, err := ParseReply(msg); err != nil {
+			t.Errorf("%s: the request after the panic: %v", name, err)
+		}
 	}
 }
