@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -147,7 +148,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 	if o.MaxDeliver == 0 {
 		o.MaxDeliver = 10
 	}
-	if o.Backoff == nil {
+	if len(o.Backoff) == 0 {
 		o.Backoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 	}
 	if o.AckWait == 0 {
@@ -187,7 +188,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 		if meta != nil {
 			d.Sequence, d.NumDeliver = meta.Sequence.Stream, meta.NumDelivered
 		}
-		err = h(ctx, d)
+		err = consumeOne(ctx, h, d, o.Durable, log)
 		if err == nil {
 			_ = msg.Ack()
 			count(Ack)
@@ -222,4 +223,16 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, m *
 	}
 	context.AfterFunc(ctx, cc.Stop)
 	return cc, nil
+}
+
+// consumeOne runs h, turning a panic into an internal error (redelivered
+// like any other) so that one bad message cannot end the process.
+func consumeOne(ctx context.Context, h ConsumerHandler, d *Delivery, durable string, log *slog.Logger) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("consumer handler panic", "consumer", durable, "subject", d.Subject, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic in consumer %s: %v", durable, p)
+		}
+	}()
+	return h(ctx, d)
 }

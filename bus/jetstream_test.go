@@ -287,6 +287,12 @@ func TestConsume(t *testing.T) {
 			}
 			return nil
 		}, []uint64{1, 2}},
+		{"panic", func(n uint64) error {
+			if n == 1 {
+				panic("a handler bug")
+			}
+			return nil
+		}, []uint64{1, 2}},
 		{"deadline", func(n uint64) error {
 			if n == 1 {
 				return fmt.Errorf("call the provider: %w", context.DeadlineExceeded)
@@ -341,7 +347,7 @@ func TestConsume(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := map[string]float64{"ack": 4, "nak": 2, "term": 2}
+	want := map[string]float64{"ack": 5, "nak": 3, "term": 2}
 	consumed := func(action string) float64 {
 		return metricValue(t, m.Consumed.WithLabelValues(durable, action))
 	}
@@ -397,6 +403,37 @@ func TestConsumeStopsWhenContextEnds(t *testing.T) {
 	}
 	cancel()
 	receive(t, cc.Closed(), "the consumer to stop after its context ended")
+}
+
+// TestConsumeEmptyBackoff: an empty backoff schedule means the default,
+// not an index out of range when a message is to be redelivered.
+func TestConsumeEmptyBackoff(t *testing.T) {
+	js := MustJetStream(t)
+	delivered := make(chan uint64, 2)
+	cc, err := Consume(t.Context(), js, ConsumerOptions{
+		Stream:  schemas.StreamEvents,
+		Durable: "test-backoff",
+		Filter:  []string{schemas.EventsSubject("a1") + ".>"},
+		Backoff: []time.Duration{},
+	}, nil, discardLog(), func(_ context.Context, d *Delivery) error {
+		delivered <- d.NumDeliver
+		if d.NumDeliver == 1 {
+			return Errorf(schemas.CodeUnavailable, "try again")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	t.Cleanup(cc.Stop)
+	if _, err := NewPublisher(js, nil).Publish(t.Context(), schemas.EventsSubject("a1")+".test", testEvent(t, "evt-1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(1); want <= 2; want++ {
+		if got := receive(t, delivered, "a delivery"); got != want {
+			t.Errorf("delivery %d: NumDeliver %d", want, got)
+		}
+	}
 }
 
 func TestConsumeUnknownStream(t *testing.T) {
