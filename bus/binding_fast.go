@@ -110,8 +110,8 @@ func decodeBinary(h nats.Header, data []byte) (*event.Event, error) {
 			ec.Time = &d.ts
 		case "dataschema":
 			u := types.ParseURI(val)
-			if u == nil {
-				return nil, invalid(schemas.CodeInvalidEvent, "header %s: %q is not a URI", k, val)
+			if u == nil || !u.IsAbs() {
+				return nil, invalid(schemas.CodeInvalidEvent, "header %s: %q is not an absolute URI", k, val)
 			}
 			ec.DataSchema = u
 		case "datacontenttype":

@@ -31,7 +31,7 @@ func decodeStructured(data []byte) (*event.Event, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, invalid(schemas.CodeInvalidEvent, "structured event is not a JSON object: %v", err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) != 0 { // More() is false before a stray ] or }
 		return nil, invalid(schemas.CodeInvalidEvent, "structured event has trailing data after the JSON object")
 	}
 	sv, ok := raw["specversion"]
