@@ -14,7 +14,11 @@ import (
 // handler finishes in the background (its late reply is discarded).
 // next runs on another goroutine: a Recover outside Timeout does not
 // cover it, so put one inside too (Server.Handle does).
-func Timeout(d time.Duration) Middleware {
+func Timeout(d time.Duration) Middleware { return timeout(d, nil) }
+
+// timeout is Timeout, counting each handler in g until it returns, also
+// when that is after its deadline: a server stops only once they have.
+func timeout(d time.Duration, g *gate) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
 			ctx, cancel := context.WithTimeout(ctx, d)
@@ -24,7 +28,13 @@ func Timeout(d time.Duration) Middleware {
 				err   error
 			}
 			done := make(chan result, 1)
+			if g != nil {
+				g.hold()
+			}
 			runners.run(func() {
+				if g != nil {
+					defer g.leave()
+				}
 				r, err := next.ServeEvent(ctx, req)
 				done <- result{r, err}
 			})

@@ -90,7 +90,7 @@ type Server struct {
 	closeJobs sync.Once
 	mu        sync.Mutex
 	ops       []schemas.Op
-	inflight  sync.WaitGroup
+	inflight  *gate
 	// workerStats, by endpoint name, count the requests its workers
 	// answered (under mu).
 	workerStats map[string]*workerStats
@@ -120,7 +120,7 @@ func NewServer(nc *nats.Conn, v *schemas.Validator, m *Metrics, a *Auditor, opts
 	if opts.SlowInline == 0 {
 		opts.SlowInline = 50 * time.Millisecond
 	}
-	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}, slowLogged: map[string]time.Time{}}
+	s := &Server{opts: opts, validator: v, metrics: m, auditor: a, log: opts.Logger, nc: nc, jobs: make(chan func()), workerStats: map[string]*workerStats{}, inflight: newGate(), slowLogged: map[string]time.Time{}}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:         schemas.ServiceName,
 		Version:      opts.Version,
@@ -142,12 +142,12 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 	for _, o := range opts {
 		o(&ho)
 	}
-	chain := func(timeout bool) Handler {
+	chain := func(timed bool) Handler {
 		mws := []Middleware{Recover(s.log), Tracing(), AuditRequests(s.auditor), Logging(s.log), Instrument(s.metrics)}
-		if timeout {
+		if timed {
 			// Timeout runs what follows on another goroutine, out of
 			// reach of the Recover above: recover there too.
-			mws = append(mws, Timeout(s.opts.Timeout), Recover(s.log))
+			mws = append(mws, timeout(s.opts.Timeout, s.inflight), Recover(s.log))
 		}
 		mws = append(mws, Validate(s.validator))
 		return Chain(h, append(mws, s.opts.Middleware...)...)
@@ -161,17 +161,20 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline, pooled := chain(false), chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				s.inflight.Add(1)
-				defer s.inflight.Done()
+				if !s.inflight.enter() {
+					s.refuse(op, r)
+					return
+				}
+				defer s.inflight.leave()
 				req, ok := s.decode(op, r, responder{r: r})
 				if ok && !s.answer(inlineCtx, op, inline, req, responder{r: r}, true) {
 					// The handler would block: a worker serves the
 					// request again. The decoded request holds no
 					// reference to the micro request.
 					reply := r.Reply()
-					s.inflight.Add(1)
+					s.inflight.hold()
 					s.dispatch(func() {
-						defer s.inflight.Done()
+						defer s.inflight.leave()
 						s.answer(context.Background(), op, pooled, req, responder{nc: s.nc, reply: reply, ws: ws}, false)
 						ws.served(time.Since(req.Received))
 					})
@@ -182,8 +185,11 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline := chain(false)
 		handler = func(*workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				s.inflight.Add(1)
-				defer s.inflight.Done()
+				if !s.inflight.enter() {
+					s.refuse(op, r)
+					return
+				}
+				defer s.inflight.leave()
 				s.serve(op, inline, r, responder{r: r})
 			}
 		}
@@ -191,13 +197,16 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		pooled := chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				s.inflight.Add(1)
+				if !s.inflight.enter() {
+					s.refuse(op, r)
+					return
+				}
 				start := time.Now()
 				// Copy what the worker needs: the micro request is not
 				// used after this callback returns.
 				pr := pooledRequest{subject: r.Subject(), reply: r.Reply(), header: r.Headers(), data: r.Data()}
 				s.dispatch(func() {
-					defer s.inflight.Done()
+					defer s.inflight.leave()
 					s.serve(op, pooled, pr, responder{nc: s.nc, reply: pr.reply, ws: ws})
 					ws.served(time.Since(start))
 				})
@@ -280,16 +289,27 @@ func (s *Server) Operations() []schemas.Op {
 	return append([]schemas.Op(nil), s.ops...)
 }
 
-// Stop stops taking requests (the endpoint subscriptions are drained) and
-// waits for in-flight requests to finish or ctx to end.
+// Stop stops taking requests and waits for those in flight (and handlers
+// still running past their timeout) to finish, or ctx to end. Requests
+// NATS delivered before the endpoints unsubscribed are served; any
+// straggler after that gets a retryable unavailable error.
 func (s *Server) Stop(ctx context.Context) error {
 	if err := s.svc.Stop(); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
+	// Once the server has the unsubscribes (the flush's round trip),
+	// every request it will deliver is in the subscriptions' queues,
+	// which micro drains through the callbacks one after the other: serve
+	// them until the callbacks fall quiet.
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second) // FlushWithContext needs a deadline
+	err := s.nc.FlushWithContext(fctx)
+	cancel()
+	if err == nil {
+		_ = s.inflight.quiet(ctx, 20*time.Millisecond)
+	}
+	s.inflight.close()
 	select {
-	case <-done:
+	case <-s.inflight.idle:
 		s.closeJobs.Do(func() { close(s.jobs) }) // idle workers exit
 		return nil
 	case <-ctx.Done():
@@ -429,6 +449,14 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
 	return answered
+}
+
+// refuse answers a request delivered after Stop closed the gate: this
+// instance is going away, another (or this one restarted) will answer.
+func (s *Server) refuse(op schemas.Op, r micro.Request) {
+	req := &Request{Subject: r.Subject(), Op: op, Received: time.Now(), Agent: agentOf(r.Subject())}
+	s.respondError(responder{r: r}, req, &Error{Code: schemas.CodeUnavailable, RetryAfter: time.Second,
+		Message: "this agentauth instance is shutting down; send the request again"})
 }
 
 // slowInline reports a request that held up its subscription goroutine:

@@ -441,3 +441,71 @@ func TestServerHandlerPanic(t *testing.T) {
 		}
 	}
 }
+
+// TestServerStopUnderLoad: the server stops with hundreds of requests
+// delivered and not yet served. Every one is served (they were delivered
+// before the endpoints unsubscribed), none makes the server panic (a send
+// on the closed worker queue, before) and none is lost.
+func TestServerStopUnderLoad(t *testing.T) {
+	ts := newTestServer(t, ServerOptions{})
+	started := make(chan struct{}, 1)
+	op := schemas.Op{Area: "test", Name: "slow", RequestType: schemas.OpSysInfo.RequestType, ReplyType: schemas.OpSysInfo.ReplyType}
+	ts.handle(t, op, HandlerFunc(func(ctx context.Context, req *Request) (*event.Event, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		time.Sleep(2 * time.Millisecond)
+		return Reply(req, &schemas.SysInfo{Agent: req.Agent})
+	}))
+	client, err := nats.Connect(ts.nc.ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	inbox := nats.NewInbox()
+	replies, err := client.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEventFrom(MustSource("/agents/a1"), op.RequestType, schemas.SysInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, body, err := Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for range n {
+		if err := client.PublishMsg(&nats.Msg{Subject: schemas.Subject("a1", op), Reply: inbox, Header: hd, Data: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, started, "the first request to reach its handler")
+	if err := ts.Stop(t.Context()); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	served, refused := 0, 0
+	for served+refused < n {
+		msg, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d replies and %d refusals: %v", served, refused, err)
+		}
+		var re *ReplyError
+		switch _, err := ParseReply(msg); {
+		case err == nil:
+			served++
+		case errors.As(err, &re) && re.Code == schemas.CodeUnavailable && re.RetryAfterMS > 0:
+			refused++
+		default:
+			t.Fatalf("reply %d: %v, want a reply or a retryable unavailable error", served+refused+1, err)
+		}
+	}
+	if served != n {
+		t.Errorf("%d served and %d refused; want all %d delivered before the stop served", served, refused, n)
+	}
+}
