@@ -48,7 +48,7 @@ func (s *AgentStore) Create(ctx context.Context, a agents.Agent) error {
 		return err
 	}
 	if _, err := s.kv.Create(ctx, a.ID, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			return fmt.Errorf("agent %s: %w", a.ID, agents.ErrExists)
 		}
 		return fmt.Errorf("agent %s: %w", a.ID, err)
@@ -79,8 +79,7 @@ func (s *AgentStore) Update(ctx context.Context, a agents.Agent, revision uint64
 		return err
 	}
 	if _, err := s.kv.Update(ctx, a.ID, b, revision); err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if casConflict(err) {
 			return fmt.Errorf("agent %s: %w", a.ID, agents.ErrConflict)
 		}
 		return fmt.Errorf("agent %s: %w", a.ID, err)

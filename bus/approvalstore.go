@@ -79,7 +79,7 @@ func (s *ApprovalStore) Create(ctx context.Context, r approval.Request) (approva
 		return approval.Request{}, err
 	}
 	if _, err := s.kv.Create(ctx, requestKey(r.ID), b); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !casConflict(err) {
 			return approval.Request{}, fmt.Errorf("approval create: %w", err)
 		}
 		got, _, err := s.record(ctx, r.ID)
@@ -138,7 +138,7 @@ func (s *ApprovalStore) Update(ctx context.Context, r approval.Request, revision
 	}
 	rev, err := s.kv.Update(ctx, requestKey(r.ID), b, revision)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if casConflict(err) {
 			return 0, approval.ErrConflict
 		}
 		return 0, fmt.Errorf("approval update: %w", err)

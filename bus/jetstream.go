@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -235,4 +236,13 @@ func consumeOne(ctx context.Context, h ConsumerHandler, d *Delivery, durable str
 		}
 	}()
 	return h(ctx, d)
+}
+
+// casConflict reports whether a KV write lost a compare-and-set: the key
+// exists (Create) or moved on (Update, Delete with a revision). nats.go
+// reports it as ErrKeyExists or ErrKeyRevisionMismatch depending on the
+// call and on whether the key holds a delete marker, and replicated
+// buckets use another API error code than R1 ones: check both sentinels.
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }

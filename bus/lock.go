@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -56,7 +55,7 @@ func (l *Locker) Lock(ctx context.Context, key string) (func(), error) {
 				_ = l.kv.Delete(ctx, key, jetstream.LastRevision(rev))
 			}, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !casConflict(err) {
 			return nil, fmt.Errorf("bus: lease %s: %w", key, err)
 		}
 		select {

@@ -2,10 +2,16 @@ package bus
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentauth/agentauth/agents"
 )
 
 // TestLockerExclusive: two lockers (two instances, two connections) never
@@ -93,4 +99,47 @@ func TestLockerExpires(t *testing.T) {
 		t.Fatalf("the dead holder's lease never expired: %v", err)
 	}
 	unlock()
+}
+
+// replicatedKV answers Create and Update as a replicated (R>1) bucket
+// does when the compare-and-set loses: API error code 10164, wrapped in
+// ErrKeyExists or, for a key holding a delete marker, in
+// ErrKeyRevisionMismatch.
+type replicatedKV struct {
+	jetstream.KeyValue
+	createErr, updateErr error
+	creates              int
+}
+
+func (r *replicatedKV) Create(context.Context, string, []byte, ...jetstream.KVCreateOpt) (uint64, error) {
+	r.creates++
+	return 0, r.createErr
+}
+
+func (r *replicatedKV) Update(context.Context, string, []byte, uint64) (uint64, error) {
+	return 0, r.updateErr
+}
+
+var errR3Conflict = &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant, Description: "wrong last sequence"}
+
+// TestCASConflictReplicated: a lost compare-and-set on a replicated bucket
+// is a conflict like on R1: the lease is waited for (after an unlock left
+// a delete marker), an agent update reports ErrConflict.
+func TestCASConflictReplicated(t *testing.T) {
+	for name, err := range map[string]error{
+		"key exists":                   fmt.Errorf("%w: %w", errR3Conflict, jetstream.ErrKeyExists),
+		"revision moved (delete mark)": fmt.Errorf("%w: %w", errR3Conflict, jetstream.ErrKeyRevisionMismatch),
+	} {
+		kv := &replicatedKV{createErr: err, updateErr: err}
+		l := &Locker{kv: kv, ttl: time.Minute, owner: "test"}
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		_, lerr := l.Lock(ctx, "k")
+		cancel()
+		if !errors.Is(lerr, context.DeadlineExceeded) || kv.creates < 2 {
+			t.Errorf("%s: Lock: %v after %d tries; want it to wait for the holder until the deadline", name, lerr, kv.creates)
+		}
+		if uerr := (&AgentStore{kv: kv}).Update(t.Context(), agents.Agent{ID: "a1"}, 3); !errors.Is(uerr, agents.ErrConflict) {
+			t.Errorf("%s: agent Update: %v, want ErrConflict", name, uerr)
+		}
+	}
 }

@@ -76,7 +76,7 @@ func (s *SessionStore) TakeSession(ctx context.Context, key string) ([]byte, err
 		return nil, err
 	}
 	if err := s.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			return nil, nil // taken by another
 		}
 		return nil, fmt.Errorf("bus: take session: %w", err)
