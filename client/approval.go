@@ -108,11 +108,16 @@ func (c *Client) openApproval(t schemas.ApprovalToken) (*ApprovedToken, error) {
 }
 
 // WaitForApproval blocks until the decision on authReqID arrives on the
-// agent's feed (no polling; a decision made while the agent was away is
-// delivered when it waits), or ctx ends: the opened token on approval,
-// ErrApprovalDenied or ErrApprovalExpired otherwise.
+// agent's feed (a decision made while the agent was away is delivered
+// when it waits), or ctx ends: the opened token on approval,
+// ErrApprovalDenied or ErrApprovalExpired otherwise. Once registered on
+// the feed it polls once (ApprovalStatus), for a decision whose feed event
+// an earlier process of this agent received and acknowledged; like any
+// poll, that hands the token out, so a later ApprovalStatus of the same
+// id may find it spent.
 func (c *Client) WaitForApproval(ctx context.Context, authReqID string) (*ApprovedToken, error) {
 	var got schemas.ApprovalDecided
+	var polled *ApprovedToken
 	err := c.approvals.wait(ctx, c, authReqID, func(e *event.Event) bool {
 		var d schemas.ApprovalDecided
 		if e.Type() != schemas.TypeApprovalDecided || bus.DecodeData(e, &d) != nil || d.AuthReqID != authReqID {
@@ -120,9 +125,23 @@ func (c *Client) WaitForApproval(ctx context.Context, authReqID string) (*Approv
 		}
 		got = d
 		return true
+	}, func(ctx context.Context) (bool, error) {
+		// A decision whose feed event an earlier process of this agent
+		// acknowledged is only in the store: poll once. Pending (or a
+		// spent id, whose event may still come) means wait for the feed.
+		// Anything else (a service error too) is left to the feed.
+		tok, err := c.ApprovalStatus(ctx, authReqID)
+		if err == nil || errors.Is(err, ErrApprovalDenied) || errors.Is(err, ErrApprovalExpired) {
+			polled = tok
+			return true, err
+		}
+		return false, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agentauth: waiting for approval %s: %w", authReqID, err)
+	}
+	if polled != nil {
+		return polled, nil
 	}
 	switch got.Status {
 	case schemas.ApprovalApproved:

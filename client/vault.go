@@ -116,7 +116,7 @@ func (c *Client) WaitForConnection(ctx context.Context, ar *AuthorizationRequire
 			return true
 		}
 		return false
-	})
+	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("agentauth: waiting for %s to be connected: %w", ar.Connection, err)
 	}

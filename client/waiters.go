@@ -16,7 +16,9 @@ import (
 // for them, and keeps recent events for a wait that starts a moment late.
 // The subscription starts with the first wait and runs until the Client
 // closes. Every event is acknowledged: waiting is for this Client, not a
-// queue.
+// queue. So an event acknowledged by an earlier process of the agent is
+// only in that process's memory: a wait that can ask the service for the
+// state it waits for does so (the check of wait).
 type feedWaiters struct {
 	consumer func(agent string) string // durable consumer name
 	filter   func(agent string) string // its subject
@@ -46,13 +48,25 @@ const (
 
 // wait blocks until an event arrives (or has arrived recently) that has
 // key (when key is not empty) and for which match returns true, or ctx
-// ends.
-func (f *feedWaiters) wait(ctx context.Context, c *Client, key string, match func(*event.Event) bool) error {
+// ends. check, when set, runs once the wait is registered (so nothing
+// published meanwhile is missed): an answer it finds elsewhere ends the
+// wait (done true; its error is returned).
+func (f *feedWaiters) wait(ctx context.Context, c *Client, key string, match func(*event.Event) bool, check func(context.Context) (done bool, err error)) error {
 	w := &feedWait{key: key, match: match, found: make(chan struct{}, 1)}
 	if err := f.add(ctx, c, w); err != nil {
 		return err
 	}
 	defer f.remove(w)
+	if check != nil {
+		select {
+		case <-w.found:
+			return nil
+		default:
+		}
+		if done, err := check(ctx); done {
+			return err
+		}
+	}
 	select {
 	case <-w.found:
 		return nil

@@ -146,8 +146,10 @@ func TestApprovalEndToEnd(t *testing.T) {
 	}
 	sameJSON(t, verifyApproved(t, m, got.AccessToken, "shopper"), coffee)
 	sameJSON(t, got.AuthorizationDetails, coffee)
-	// The token is also handed out once by polling; then the id is spent.
-	if tok, err := agent.ApprovalStatus(ctx, a.AuthReqID); err != nil || tok.JTI != got.JTI {
+	// The token is also handed out once by polling (unless the wait's
+	// own poll, after a decision made before it, already did); then the
+	// id is spent.
+	if tok, err := agent.ApprovalStatus(ctx, a.AuthReqID); err == nil && tok.JTI != got.JTI || err != nil && !errors.Is(err, client.ErrApprovalInvalid) {
 		t.Fatalf("poll after approval: %+v %v", tok, err)
 	}
 	if _, err := agent.ApprovalStatus(ctx, a.AuthReqID); !errors.Is(err, client.ErrApprovalInvalid) {
@@ -204,6 +206,68 @@ func isCode(err error, code schemas.ErrorCode) bool {
 
 // TestApprovalBadInput: every bad request and decision the issue lists
 // gets its code and creates nothing.
+// TestApprovalWaitAfterRestart: a decision whose feed event one process of
+// the agent received (and acknowledged) while it waited for something
+// else still reaches the agent's next process that waits for it.
+func TestApprovalWaitAfterRestart(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	creds := MustRegister(t, m, "restarter", agents.Policy{ApprovalAudiences: []string{shop}, ApprovalScopes: []string{"purchase"}})
+	connect := func() *client.Client {
+		c, err := client.Connect(context.Background(), client.Options{Credentials: &creds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	app := approvalsClient(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := devToken(t, m, "alice")
+
+	first := connect()
+	var ids []string
+	for _, msg := range []string{"Buy coffee", "Buy tea"} {
+		a, err := first.RequestApproval(ctx, client.ApprovalRequest{UserToken: alice, BindingMessage: msg, Audience: shop, Scopes: []string{"purchase"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, a.AuthReqID)
+	}
+	wctx, stopWaiting := context.WithCancel(ctx)
+	go func() { _, _ = first.WaitForApproval(wctx, ids[0]) }()
+	// The first process follows its approvals feed once it waits.
+	consumer := agents.ApprovalsConsumer("restarter")
+	testutil.WaitUntil(t, "the first process to follow its approvals feed", 10*time.Second, func() bool {
+		_, err := m.js.Consumer(ctx, schemas.StreamEvents, consumer)
+		return err == nil
+	})
+	if _, err := app.Decide(ctx, alice, ids[1], true, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitUntil(t, "the first process to acknowledge the decision", 10*time.Second, func() bool {
+		c, err := m.js.Consumer(ctx, schemas.StreamEvents, consumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.Delivered.Consumer >= 1 && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	stopWaiting()
+	_ = first.Close()
+
+	second := connect()
+	defer second.Close()
+	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer tcancel()
+	tok, err := second.WaitForApproval(tctx, ids[1])
+	if err != nil {
+		t.Fatalf("the next process waiting for the decision: %v", err)
+	}
+	if tok.AccessToken == "" || tok.Audience != shop {
+		t.Fatalf("approved token: %+v", tok)
+	}
+}
+
 func TestApprovalBadInput(t *testing.T) {
 	m := MustMain(t, testConfig(t))
 	agent := approvalAgent(t, m, "shopper")

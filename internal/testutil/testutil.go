@@ -41,3 +41,16 @@ func (s *SyncBuffer) WaitFor(tb testing.TB, text string, timeout time.Duration) 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// WaitUntil polls cond until it holds, failing tb after timeout with what
+// it was waiting for.
+func WaitUntil(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
