@@ -61,7 +61,27 @@ type Auditor struct {
 	closed bool
 	ch     chan auditItem
 	done   chan struct{}
+
+	// unacked are the writes JetStream has not acknowledged yet (the
+	// writer's own: no lock); one it refuses is written again.
+	unacked []unackedWrite
 }
+
+// unackedWrite is a published audit message awaiting its ack.
+type unackedWrite struct {
+	f     jetstream.PubAckFuture
+	tries int
+}
+
+// Audit writes are tried again this many times when JetStream refuses or
+// does not acknowledge them (same Nats-Msg-Id, so a write that was stored
+// after all is not stored twice), and wait at most this long for JetStream
+// to catch up when too many acks are pending.
+const (
+	auditWriteTries = 4
+	auditStallWait  = time.Minute
+	auditCloseWait  = 10 * time.Second
+)
 
 type auditItem struct {
 	subject string
@@ -153,7 +173,24 @@ func (a *Auditor) Close(ctx context.Context) error {
 func (a *Auditor) run() {
 	defer close(a.done)
 	batch := make([]auditItem, 0, maxAuditBatch)
-	for first := range a.ch {
+	for {
+		var first auditItem
+		var ok bool
+		if len(a.unacked) > 0 {
+			// Look at the acks again soon even when nothing is recorded.
+			select {
+			case first, ok = <-a.ch:
+			case <-time.After(a.linger):
+				a.settle(false)
+				continue
+			}
+		} else {
+			first, ok = <-a.ch
+		}
+		if !ok {
+			a.settle(true)
+			return
+		}
 		batch = append(batch[:0], first)
 		if first.flushed == nil {
 			// Sleep rather than wait on the channel: senders then only
@@ -173,6 +210,74 @@ func (a *Auditor) run() {
 			}
 		}
 		a.write(batch)
+		a.settle(false)
+	}
+}
+
+// settle drops the acknowledged writes and writes again those JetStream
+// refused or did not acknowledge in time; with wait (closing) it waits for
+// every ack, trying again as often as allowed, for auditCloseWait at most.
+func (a *Auditor) settle(wait bool) {
+	deadline := time.Now().Add(auditCloseWait)
+	for len(a.unacked) > 0 {
+		keep := a.unacked[:0]
+		var retry []unackedWrite
+		for _, u := range a.unacked {
+			var err error
+			if wait {
+				select {
+				case <-u.f.Ok():
+					continue
+				case err = <-u.f.Err():
+				case <-time.After(time.Until(deadline)):
+					err = errors.New("no acknowledgement before the auditor closed")
+				}
+			} else {
+				select {
+				case <-u.f.Ok():
+					continue
+				case err = <-u.f.Err():
+				default:
+					keep = append(keep, u)
+					continue
+				}
+			}
+			if u.tries >= auditWriteTries || wait && !time.Now().Before(deadline) {
+				a.fail(u.f.Msg().Subject, err)
+				continue
+			}
+			a.log.Warn("audit write not acknowledged; writing it again", "subject", u.f.Msg().Subject, "try", u.tries+1, "error", err)
+			retry = append(retry, u)
+		}
+		a.unacked = keep
+		for _, u := range retry {
+			a.send(u.f.Msg(), u.tries+1)
+		}
+		if !wait {
+			return
+		}
+	}
+}
+
+// send publishes msg, waiting while JetStream has too many writes to
+// acknowledge (backpressure: the queue fills and Record blocks) rather
+// than dropping it, and keeps its ack to check.
+func (a *Auditor) send(msg *nats.Msg, tries int) {
+	deadline := time.Now().Add(auditStallWait)
+	for {
+		f, err := a.js.PublishMsgAsync(msg)
+		if err == nil {
+			a.unacked = append(a.unacked, unackedWrite{f: f, tries: tries})
+			return
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || time.Now().After(deadline) {
+			a.fail(msg.Subject, err)
+			return
+		}
+		select {
+		case <-a.js.PublishAsyncComplete():
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -260,9 +365,7 @@ func (a *Auditor) publish(subject string, items []auditItem) {
 			HeaderMsgID:       []string{first + "+" + strconv.Itoa(n)},
 		}, Data: buf}
 	}
-	if _, err := a.js.PublishMsgAsync(msg); err != nil {
-		a.fail(subject, err)
-	}
+	a.send(msg, 1)
 	if len(rest) > 0 {
 		a.publish(subject, rest)
 	}

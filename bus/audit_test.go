@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -205,6 +207,84 @@ func TestAuditorClose(t *testing.T) {
 	}
 	if got := len(replayEvents(t, js)); got != 2 {
 		t.Errorf("stored events: got %d, want 2 (nothing recorded after Close)", got)
+	}
+}
+
+// faultyJS is a JetStream whose async publishes fail as scripted: the
+// first stalls calls report too many pending acks, the first nacks writes
+// are refused after being sent (and not stored).
+type faultyJS struct {
+	jetstream.JetStream
+	mu            sync.Mutex
+	stalls, nacks int
+	calls         int
+}
+
+func (f *faultyJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f.mu.Lock()
+	f.calls++
+	stall, nack := f.stalls > 0, f.stalls == 0 && f.nacks > 0
+	if stall {
+		f.stalls--
+	} else if nack {
+		f.nacks--
+	}
+	f.mu.Unlock()
+	switch {
+	case stall:
+		return nil, jetstream.ErrTooManyStalledMsgs
+	case nack:
+		return refused{m}, nil
+	}
+	return f.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// refused is the ack future of a write JetStream refused.
+type refused struct{ m *nats.Msg }
+
+func (r refused) Ok() <-chan *jetstream.PubAck { return nil }
+func (r refused) Err() <-chan error {
+	ch := make(chan error, 1)
+	ch <- errors.New("nats: timeout")
+	return ch
+}
+func (r refused) Msg() *nats.Msg { return r.m }
+
+// TestAuditorRetries: a write JetStream cannot take now (too many acks
+// pending) or does not acknowledge is written again, not dropped; one
+// that keeps failing is counted as a failure after its last try.
+func TestAuditorRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		stalls, nacks int
+		stored        int
+		failures      float64
+	}{
+		{"stalled", 2, 0, 1, 0},
+		{"not acknowledged", 0, 2, 1, 0},
+		{"never acknowledged", 0, auditWriteTries, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := MustJetStream(t)
+			fj := &faultyJS{JetStream: js, stalls: tc.stalls, nacks: tc.nacks}
+			m := NewMetrics(prometheus.NewRegistry())
+			a := NewAuditorWith(fj, m, discardLog(), "test-1", AuditorOptions{Linger: time.Millisecond})
+			a.Record("sys", "info", "ok", "dev.agentauth.test", TraceContext{}, map[string]int{"n": 1})
+			waitUntil(t, "the writer to try the write", func() bool {
+				fj.mu.Lock()
+				defer fj.mu.Unlock()
+				return fj.calls >= tc.stalls+min(tc.nacks, auditWriteTries-1)+1
+			})
+			if err := a.Close(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(replayEvents(t, js)); got != tc.stored {
+				t.Errorf("stored events: got %d, want %d", got, tc.stored)
+			}
+			if got := metricValue(t, m.AuditFailures); got != tc.failures {
+				t.Errorf("audit failures: got %v, want %v", got, tc.failures)
+			}
+		})
 	}
 }
 

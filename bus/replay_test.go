@@ -218,17 +218,15 @@ func TestReplayUnpacksBatches(t *testing.T) {
 	}
 	// The audit writer's own grouping: three events of one subject become
 	// one batch message, the lone event of the other subject a plain one.
-	a := NewAuditor(js, NewMetrics(prometheus.NewRegistry()), discardLog(), "test-1")
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	// (An Auditor without its writer goroutine: this test is the writer.)
+	a := &Auditor{js: js, log: discardLog(), metrics: NewMetrics(prometheus.NewRegistry()), instance: "test-1"}
 	var items []auditItem
 	for i := range 3 {
 		items = append(items, auditItem{subject: subjectRejected, typ: "dev.agentauth.test.batch", data: map[string]int{"n": i}})
 	}
 	items = append(items, auditItem{subject: subjectOK, typ: "dev.agentauth.test.single", data: map[string]int{"n": 9}})
 	a.write(items)
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a.settle(true) // every write acknowledged
 
 	stream, err := js.Stream(ctx, schemas.StreamAudit)
 	if err != nil {
