@@ -46,8 +46,14 @@ type AuditorOptions struct {
 // stores the events of one subject together as one message in the
 // CloudEvents JSON batch format (application/cloudevents-batch+json);
 // `agentauth replay` unpacks batches, so operators always see single
-// events. Failures are counted and logged; Flush waits until everything
-// recorded so far is acknowledged by the stream. Audit data must never
+// events. Order: the events of one subject are stored in the order they
+// were recorded; across subjects, events recorded within one batch window
+// (the linger) may be stored in another order than recorded, so sort by
+// the events' time, which is when each was recorded. A write JetStream
+// cannot take at once is waited for, one it refuses or does not
+// acknowledge is written again (same Nats-Msg-Id); what still fails is
+// counted and logged. Flush waits until everything recorded so far is
+// acknowledged by the stream (or failed). Audit data must never
 // contain a secret: callers pass facts and fingerprints only. Safe for
 // concurrent use.
 type Auditor struct {
