@@ -1,11 +1,17 @@
 package handlers
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/agentauth/agentauth/vault"
 )
@@ -13,10 +19,18 @@ import (
 // Connect is the browser side of the Token Vault: connect links, the
 // provider's callback, and the person's list of connected accounts. Every
 // page needs the agentauth login session: a link opens only for the person
-// it was made for.
+// it was made for. The disconnect form carries the session's form token,
+// the one the approvals inbox uses.
 type Connect struct {
 	Login   *Login
 	Service *vault.Service
+	// CSRFKey keys the per-session form tokens: the inbox's key (both
+	// pages then carry the same token). Instances that share sessions
+	// share it; nil: a random key of this process.
+	CSRFKey []byte
+
+	once sync.Once
+	key  []byte
 }
 
 // Routes are the connect routes for the HTTP edge.
@@ -29,19 +43,47 @@ func (c *Connect) Routes() map[string]http.HandlerFunc {
 	}
 }
 
-// session returns the logged-in person, or sends the browser to log in
-// and come back.
-func (c *Connect) session(w http.ResponseWriter, r *http.Request) (vault.UserRef, bool) {
+// session returns the logged-in person and their session id, or sends
+// the browser to log in and come back.
+func (c *Connect) session(w http.ResponseWriter, r *http.Request) (vault.UserRef, string, bool) {
 	s, ok := c.Login.SessionOf(r)
-	if !ok {
-		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
-		return vault.UserRef{}, false
+	ck, err := r.Cookie(sessionCookie)
+	if !ok || err != nil {
+		next := r.URL.RequestURI()
+		if r.Method != http.MethodGet {
+			next = "/connections"
+		}
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusFound)
+		return vault.UserRef{}, "", false
 	}
-	return vault.UserRef{Issuer: s.User.Issuer, Subject: s.User.Subject}, true
+	return vault.UserRef{Issuer: s.User.Issuer, Subject: s.User.Subject}, ck.Value, true
+}
+
+// csrf is the session's form token: the inbox's (Inbox.csrf), an HMAC
+// of the session id.
+func (c *Connect) csrf(sid string) string {
+	c.once.Do(func() {
+		c.key = c.CSRFKey
+		if len(c.key) == 0 {
+			c.key = make([]byte, 32)
+			_, _ = rand.Read(c.key)
+		}
+	})
+	return formToken(c.key, sid)
+}
+
+// formToken is the form token of session sid under key, the same on the
+// approvals inbox and the connected accounts page: an HMAC of the
+// session id.
+func formToken(key []byte, sid string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("agentauth approvals csrf\x00"))
+	m.Write([]byte(sid))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 func (c *Connect) open(w http.ResponseWriter, r *http.Request) {
-	who, ok := c.session(w, r)
+	who, _, ok := c.session(w, r)
 	if !ok {
 		return
 	}
@@ -71,7 +113,7 @@ func (c *Connect) callback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Connect) list(w http.ResponseWriter, r *http.Request) {
-	who, ok := c.session(w, r)
+	who, sid, ok := c.session(w, r)
 	if !ok {
 		return
 	}
@@ -80,7 +122,7 @@ func (c *Connect) list(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, err)
 		return
 	}
-	d := connectData{Title: "Connected accounts"}
+	d := connectData{Title: "Connected accounts", CSRF: c.csrf(sid)}
 	for _, l := range list {
 		d.List = append(d.List, connected{Connection: l.Connection, Title: l.Title, Scopes: strings.Join(l.Scopes, " "), Status: l.Status, Reason: l.Reason})
 	}
@@ -88,8 +130,19 @@ func (c *Connect) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Connect) disconnect(w http.ResponseWriter, r *http.Request) {
-	who, ok := c.session(w, r)
+	who, sid, ok := c.session(w, r)
 	if !ok {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		render(w, http.StatusBadRequest, connectData{Title: "Not disconnected", Error: "The form could not be read; reload the connected accounts page and try again."})
+		return
+	}
+	// SameSite=Lax already keeps the cookie off cross-site POSTs; the
+	// token also stops same-site ones (another app on a sibling host).
+	if got := r.PostFormValue("csrf"); subtle.ConstantTimeCompare([]byte(got), []byte(c.csrf(sid))) != 1 {
+		render(w, http.StatusForbidden, connectData{Title: "Not disconnected", Error: "This form did not come from your connected accounts page in this browser session (missing or stale form token); nothing was disconnected. Reload the page and try again."})
 		return
 	}
 	if _, err := c.Service.DisconnectByUser(r.Context(), who, r.PathValue("name")); err != nil {
@@ -122,6 +175,7 @@ type connected struct {
 type connectData struct {
 	Title     string
 	Name      string
+	CSRF      string
 	Error     string
 	Connected *connected
 	List      []connected
@@ -145,7 +199,7 @@ var connectPage = template.Must(template.New("connect").Parse(`<!doctype html>
 {{else}}<h2>Connected accounts</h2>
 {{if .List}}<table><tr><th>Connection</th><th>Scopes</th><th>Status</th><th></th></tr>
 {{range .List}}<tr><td>{{.Title}} ({{.Connection}})</td><td><code>{{.Scopes}}</code></td><td>{{.Status}}{{if .Reason}}: {{.Reason}}{{end}}</td>
-<td><form method="post" action="/connections/{{.Connection}}/disconnect"><button>Disconnect</button></form></td></tr>
+<td><form method="post" action="/connections/{{.Connection}}/disconnect"><input type="hidden" name="csrf" value="{{$.CSRF}}"><button>Disconnect</button></form></td></tr>
 {{end}}</table>{{else}}<p>No connected accounts.</p>{{end}}{{end}}
 <p><a href="/connections">Connected accounts</a> · <a href="/whoami">Who am I</a></p>
 </body></html>`))

@@ -3,9 +3,7 @@ package handlers
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -153,13 +151,10 @@ func inboxUser(u identity.User) approval.UserRef {
 	return approval.UserRef{Issuer: u.Issuer, Subject: u.Subject}
 }
 
-// csrf is the session's form token: an HMAC of the session id.
+// csrf is the session's form token (formToken).
 func (i *Inbox) csrf(sid string) string {
 	i.init()
-	m := hmac.New(sha256.New, i.key)
-	m.Write([]byte("agentauth approvals csrf\x00"))
-	m.Write([]byte(sid))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return formToken(i.key, sid)
 }
 
 func (i *Inbox) page(w http.ResponseWriter, r *http.Request) {

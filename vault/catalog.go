@@ -188,17 +188,18 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/gmail.readonly"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
 		Docs: "https://developers.google.com/workspace/gmail/api/auth/scopes",
 	},
 	{
 		// Google does not rotate but caps live refresh tokens per client and
-		// user, and expires them after 6 months unused.
+		// user, and expires them after 6 months unused. The Google entries
+		// authenticate in the form, as golang.org/x/oauth2/google.Endpoint.
 		Name: "google", Title: "Google",
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
 		Docs: "https://developers.google.com/identity/protocols/oauth2/web-server",
 	},
 	{
@@ -206,7 +207,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/calendar.readonly"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
 		Docs: "https://developers.google.com/workspace/calendar/api/auth",
 	},
 	{
@@ -214,7 +215,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/drive.file"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
 		Docs: "https://developers.google.com/workspace/drive/api/guides/api-specific-auth",
 	},
 	{
@@ -645,14 +646,28 @@ func isLoopback(host string) bool {
 // OAuth2 returns the x/oauth2 configuration of c. Its Scopes are nil
 // whatever scopes holds, because x/oauth2 joins them with " ": the
 // authorize URL takes them from AuthCodeOptions(scopes), and a refresh
-// keeps the granted scopes.
+// keeps the granted scopes. Its AuthStyle is ClientAuth: never
+// auto-detection.
 func (c Connection) OAuth2(redirectURL string, scopes []string) *oauth2.Config {
 	return &oauth2.Config{
 		ClientID:     c.ClientID,
 		ClientSecret: c.ClientSecret,
-		Endpoint:     oauth2.Endpoint{AuthURL: c.AuthURL, TokenURL: c.TokenURL, AuthStyle: c.AuthStyle},
+		Endpoint:     oauth2.Endpoint{AuthURL: c.AuthURL, TokenURL: c.TokenURL, AuthStyle: c.ClientAuth()},
 		RedirectURL:  redirectURL,
 	}
+}
+
+// ClientAuth is how the client authenticates at the token and revocation
+// endpoints: AuthStyle, or Basic (client_secret_basic, which RFC 6749
+// §2.3.1 requires servers to support) when it is unset. It is never
+// oauth2.AuthStyleAutoDetect: x/oauth2's auto-detection sends a refused
+// request again with the credentials in the form, presenting the same
+// refresh token (or code) twice.
+func (c Connection) ClientAuth() oauth2.AuthStyle {
+	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
+		return oauth2.AuthStyleInHeader
+	}
+	return c.AuthStyle
 }
 
 // AuthScopeParam is the value of the authorize request's scope parameter:

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/endpoints"
+	"golang.org/x/oauth2/google"
 )
 
 const sampleDomain = "example.test"
@@ -109,10 +110,10 @@ func TestCatalogMatchesEndpoints(t *testing.T) {
 		"github":          endpoints.GitHub,
 		"github-app":      endpoints.GitHub,
 		"gitlab":          endpoints.GitLab,
-		"gmail":           endpoints.Google,
-		"google":          endpoints.Google,
-		"google-calendar": endpoints.Google,
-		"google-drive":    endpoints.Google,
+		"gmail":           google.Endpoint,
+		"google":          google.Endpoint,
+		"google-calendar": google.Endpoint,
+		"google-drive":    google.Endpoint,
 		"heroku":          endpoints.Heroku,
 		"linkedin":        endpoints.LinkedIn,
 		"mailchimp":       endpoints.Mailchimp,
@@ -134,6 +135,11 @@ func TestCatalogMatchesEndpoints(t *testing.T) {
 		c = resolvedSample(t, c)
 		if c.AuthURL != want.AuthURL || c.TokenURL != want.TokenURL {
 			t.Errorf("%s: got %s, %s; want %s, %s (x/oauth2/endpoints)", name, c.AuthURL, c.TokenURL, want.AuthURL, want.TokenURL)
+		}
+		// Where x/oauth2 knows the provider's client authentication, the
+		// catalog agrees; elsewhere it is never auto-detection.
+		if want.AuthStyle != oauth2.AuthStyleAutoDetect && c.ClientAuth() != want.AuthStyle {
+			t.Errorf("%s: client authentication %d, want x/oauth2's %d", name, c.ClientAuth(), want.AuthStyle)
 		}
 	}
 }

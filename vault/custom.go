@@ -29,9 +29,13 @@ type Config struct {
 	DiscoveryURL   string            `yaml:"discovery_url" json:"discovery_url,omitempty"` // an OIDC issuer (or its /.well-known/openid-configuration URL)
 	Scopes         []string          `yaml:"scopes" json:"scopes,omitempty"`               // default scopes
 	ScopeSeparator string            `yaml:"scope_separator" json:"scope_separator,omitempty"`
-	PKCE           *bool             `yaml:"pkce" json:"pkce,omitempty"`
+	PKCE           *bool             `yaml:"pkce" json:"pkce,omitempty"`               // nil: the catalog's; true for custom providers. Only `pkce: false` turns it off
 	AuthParams     map[string]string `yaml:"auth_params" json:"auth_params,omitempty"` // merged over the provider's; an empty value removes one
 	Refresh        RefreshBehaviour  `yaml:"refresh" json:"refresh,omitempty"`
+	// ClientAuth is client_secret_basic or client_secret_post; default:
+	// the catalog entry's, else the one the discovery document allows,
+	// else client_secret_basic. Never auto-detected.
+	ClientAuth string `yaml:"client_auth" json:"client_auth,omitempty"`
 }
 
 const (
@@ -47,7 +51,10 @@ const (
 // the environment winning. hc fetches discovery documents (10 s timeout if nil).
 //
 // getenv nil reads the process environment. A discovered provider
-// defaults to refresh rotating-grace, one given by URLs to non-rotating.
+// defaults to refresh rotating-grace, one given by URLs to non-rotating;
+// both use PKCE S256 unless the entry says `pkce: false`, and client
+// authentication client_secret_basic unless the discovery document allows
+// only client_secret_post or the entry sets client_auth.
 // Every result passes Validate. Configuration errors wrap
 // ErrInvalidConnection; errors name the connection and never contain a
 // client secret.
@@ -116,7 +123,10 @@ func build(ctx context.Context, cfg Config, hc *http.Client) (Connection, error)
 		if err != nil {
 			return Connection{}, fmt.Errorf("connection %q: %w", cfg.Name, err)
 		}
-		c.AuthURL, c.TokenURL, c.PKCE = d.AuthorizationEndpoint, d.TokenEndpoint, slices.Contains(d.CodeChallengeMethods, "S256")
+		c.AuthURL, c.TokenURL = d.AuthorizationEndpoint, d.TokenEndpoint
+		if slices.Contains(d.CodeChallengeMethods, "S256") {
+			c.PKCE = true
+		}
 		if d.RevocationEndpoint != "" {
 			c.RevocationURL = d.RevocationEndpoint
 		}
@@ -143,9 +153,25 @@ func build(ctx context.Context, cfg Config, hc *http.Client) (Connection, error)
 	if cfg.Scopes != nil {
 		c.DefaultScopes = slices.Clone(cfg.Scopes)
 	}
+	if c.Custom {
+		// PKCE S256 whatever the document says (RFC 9700 §2.1.1; a
+		// server that does not know it ignores the parameters): only an
+		// explicit `pkce: false` turns it off.
+		c.PKCE = true
+	}
 	if cfg.PKCE != nil {
 		c.PKCE = *cfg.PKCE
 	}
+	switch cfg.ClientAuth {
+	case "":
+	case "client_secret_basic":
+		c.AuthStyle = oauth2.AuthStyleInHeader
+	case "client_secret_post":
+		c.AuthStyle = oauth2.AuthStyleInParams
+	default:
+		return Connection{}, invalidf("connection %q: client_auth %q is not client_secret_basic or client_secret_post", cfg.Name, cfg.ClientAuth)
+	}
+	c.AuthStyle = c.ClientAuth() // a concrete style, never auto-detection
 	if len(cfg.AuthParams) > 0 {
 		if c.AuthParams == nil {
 			c.AuthParams = map[string]string{}
@@ -200,17 +226,16 @@ type discovery struct {
 	TokenAuthMethods      []string `json:"token_endpoint_auth_methods_supported"`
 }
 
-// authStyle is the client authentication the document allows, when it
-// allows only one of client_secret_basic and client_secret_post.
+// authStyle is the client authentication to use with the document's
+// provider: client_secret_post when the document lists it and not
+// client_secret_basic, else client_secret_basic (RFC 6749 §2.3.1: every
+// server supports it; OIDC Discovery's default when the list is absent).
 func (d discovery) authStyle() oauth2.AuthStyle {
 	basic, post := slices.Contains(d.TokenAuthMethods, "client_secret_basic"), slices.Contains(d.TokenAuthMethods, "client_secret_post")
-	switch {
-	case basic && !post:
-		return oauth2.AuthStyleInHeader
-	case post && !basic:
+	if post && !basic {
 		return oauth2.AuthStyleInParams
 	}
-	return oauth2.AuthStyleAutoDetect
+	return oauth2.AuthStyleInHeader
 }
 
 // discover fetches the discovery document of an issuer, or the document

@@ -173,13 +173,54 @@ func TestDiscoverOIDC(t *testing.T) {
 		t.Errorf("overrides lost: %+v", got)
 	}
 
-	// No S256, no revocation endpoint.
+	// No S256 listed (PKCE S256 all the same), no revocation endpoint.
 	plain := oidcServer(t, http.StatusOK, func(base string) any {
 		return map[string]any{"issuer": base, "authorization_endpoint": base + "/a", "token_endpoint": base + "/t", "code_challenge_methods_supported": []string{"plain"}}
 	})
 	got = mustBuild(t, []Config{{Name: "plain", ClientID: "id", DiscoveryURL: plain.URL}}, env(nil))["plain"]
-	if got.PKCE || got.RevocationURL != "" || got.AuthStyle != oauth2.AuthStyleAutoDetect || !slices.Equal(got.DefaultScopes, []string{"openid"}) {
+	if !got.PKCE || got.RevocationURL != "" || got.AuthStyle != oauth2.AuthStyleInHeader || !slices.Equal(got.DefaultScopes, []string{"openid"}) {
 		t.Errorf("got %+v", got)
+	}
+}
+
+// TestCustomClientAuth: every built connection has a concrete client
+// authentication, never x/oauth2's auto-detection: Basic unless the
+// catalog, the discovery document (client_secret_post without
+// client_secret_basic) or client_auth says otherwise.
+func TestCustomClientAuth(t *testing.T) {
+	doc := func(methods ...string) *httptest.Server {
+		return oidcServer(t, http.StatusOK, func(base string) any {
+			d := map[string]any{"issuer": base, "authorization_endpoint": base + "/a", "token_endpoint": base + "/t"}
+			if methods != nil {
+				d["token_endpoint_auth_methods_supported"] = methods
+			}
+			return d
+		})
+	}
+	urls := Config{AuthURL: "https://acme.example/a", TokenURL: "https://acme.example/t"}
+	withAuth := func(c Config, auth string) Config { c.ClientAuth = auth; return c }
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want oauth2.AuthStyle
+	}{
+		{"URLs only", urls, oauth2.AuthStyleInHeader},
+		{"URLs, client_secret_post", withAuth(urls, "client_secret_post"), oauth2.AuthStyleInParams},
+		{"discovery without methods", Config{DiscoveryURL: doc().URL}, oauth2.AuthStyleInHeader},
+		{"discovery, post only", Config{DiscoveryURL: doc("client_secret_post").URL}, oauth2.AuthStyleInParams},
+		{"discovery, basic and post", Config{DiscoveryURL: doc("client_secret_post", "client_secret_basic").URL}, oauth2.AuthStyleInHeader},
+		{"discovery, private_key_jwt only", Config{DiscoveryURL: doc("private_key_jwt").URL}, oauth2.AuthStyleInHeader},
+		{"discovery, post only, client_auth basic", Config{DiscoveryURL: doc("client_secret_post").URL, ClientAuth: "client_secret_basic"}, oauth2.AuthStyleInHeader},
+		{"catalog entry without a style", Config{Provider: "github"}, oauth2.AuthStyleInHeader},
+		{"catalog entry with a style", Config{Provider: "jira"}, oauth2.AuthStyleInParams},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Name, tc.cfg.ClientID = "corp", "id"
+			got := mustBuild(t, []Config{tc.cfg}, env(nil))["corp"]
+			if got.AuthStyle != tc.want || got.OAuth2("https://broker.example/cb", nil).Endpoint.AuthStyle != tc.want {
+				t.Errorf("AuthStyle %d, x/oauth2 config %d; want %d", got.AuthStyle, got.OAuth2("", nil).Endpoint.AuthStyle, tc.want)
+			}
+		})
 	}
 }
 
@@ -217,6 +258,7 @@ func TestCustomErrors(t *testing.T) {
 		{"not found", []Config{{Name: "corp", DiscoveryURL: good.URL + "/nope" + wellKnown}}, nil, "404"},
 		{"discovery http", []Config{{Name: "corp", DiscoveryURL: "http://idp.example"}}, nil, "discovery_url"},
 		{"discovery unreachable", []Config{{Name: "corp", DiscoveryURL: "https://127.0.0.1:1"}}, nil, "discovery"},
+		{"bad client_auth", []Config{{Name: "google", ClientAuth: "private_key_jwt"}}, nil, `client_auth "private_key_jwt"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfgs := make([]Config, len(tc.cfgs))
@@ -279,12 +321,13 @@ connections:
     pkce: false
     refresh: rotating
     auth_params: {prompt: login}
+    client_auth: client_secret_post
 `
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)
 	}
 	got := mustBuild(t, doc.Connections, env(nil))["corp-okta"]
-	if got.PKCE || got.Refresh != RefreshRotating || got.ClientSecret != "def" || got.AuthParams["prompt"] != "login" ||
+	if got.PKCE || got.Refresh != RefreshRotating || got.ClientSecret != "def" || got.AuthParams["prompt"] != "login" || got.AuthStyle != oauth2.AuthStyleInParams ||
 		got.TokenURL != "https://corp.okta.com/oauth2/v1/token" || !slices.Equal(got.DefaultScopes, []string{"openid", "offline_access"}) {
 		t.Errorf("got %+v", got)
 	}
@@ -307,4 +350,42 @@ func FuzzDiscoverDocument(f *testing.F) {
 			t.Fatalf("accepted %+v for issuer %q", d, issuer)
 		}
 	})
+}
+
+// TestCustomPKCEByDefault: a custom provider's authorize requests carry
+// PKCE S256, whether given by URLs or discovered (even when its document
+// does not list S256); only an explicit `pkce: false` leaves it out.
+func TestCustomPKCEByDefault(t *testing.T) {
+	no := false
+	noMethods := oidcServer(t, http.StatusOK, func(base string) any {
+		return map[string]any{"issuer": base, "authorization_endpoint": base + "/a", "token_endpoint": base + "/t"}
+	})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		pkce bool
+	}{
+		{"URLs only", Config{}, true},
+		{"URLs, pkce: false", Config{PKCE: &no}, false},
+		{"discovered without S256 listed", Config{DiscoveryURL: noMethods.URL}, true},
+		{"discovered, pkce: false", Config{DiscoveryURL: noMethods.URL, PKCE: &no}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := mustVault(t, modeStrict)
+			cfg := tc.cfg
+			cfg.Name, cfg.ClientID, cfg.ClientSecret, cfg.Scopes = "acme", h.prov.clientID, h.prov.clientSecret, []string{"read"}
+			// The fake provider's endpoints (over the document's, if any).
+			cfg.AuthURL, cfg.TokenURL = h.prov.URL()+"/authorize", h.prov.URL()+"/token"
+			h.svc.Connections = mustBuild(t, []Config{cfg}, env(nil))
+
+			h.link(t, alice, "acme")
+			q := h.prov.LastAuthorize()
+			if got := q.Get("code_challenge_method") == "S256" && q.Get("code_challenge") != ""; got != tc.pkce {
+				t.Errorf("authorize request with PKCE S256 = %v (query %v), want %v", got, q, tc.pkce)
+			}
+			if n := h.prov.pkceChecked.Load(); (n == 1) != tc.pkce {
+				t.Errorf("code exchanges with a verified PKCE verifier = %d, want PKCE %v", n, tc.pkce)
+			}
+		})
+	}
 }

@@ -73,7 +73,8 @@ func (s *Service) redirectURL() string {
 }
 
 // Connect answers vault.connect: a connect link for the person, asking
-// for the union of what is connected and what the agent needs.
+// for the union of what is connected (as requested before, in agentauth's
+// vocabulary) and what the agent needs.
 func (s *Service) Connect(ctx context.Context, r Request) (Link, error) {
 	c, err := s.connection(r.Connection)
 	if err != nil {
@@ -88,7 +89,7 @@ func (s *Service) Connect(ctx context.Context, r Request) (Link, error) {
 		scopes = allowed
 	}
 	if rec, err := s.Store.Get(r.User, c.Name); err == nil && rec.Status == StatusActive {
-		scopes = union(rec.Scopes, scopes)
+		scopes = union(rec.requested(), scopes)
 	}
 	return s.newLink(r.Agent.ID, r.User, c, scopes)
 }
@@ -252,7 +253,14 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	if sc := grantedScopes(c, tok); sc != nil {
 		rec.Scopes = sc
 	}
-	if err := s.replace(&rec); err != nil {
+	// What was asked for, in agentauth's vocabulary (providers report
+	// grants in theirs: Google's email is a URL). A re-link may keep
+	// what the provider granted before, so the earlier requests count too.
+	// (Never nil: nil marks a record linked before Requested was kept.)
+	rec.Requested = append([]string{}, f.Link.Scopes...)
+	if err := s.replace(&rec, func(prev Record) {
+		rec.Requested = append([]string{}, union(prev.requested(), f.Link.Scopes)...)
+	}); err != nil {
 		return Record{}, err
 	}
 	s.Events.Audit("connection", "linked", schemas.AuditVault{
@@ -270,8 +278,9 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 }
 
 // replace stores rec over whatever is stored for its key (a new link
-// replaces an old or unreadable one).
-func (s *Service) replace(rec *Record) error {
+// replaces an old or unreadable one). prev, when not nil, is shown the
+// readable record being replaced before rec is written.
+func (s *Service) replace(rec *Record, prev func(Record)) error {
 	for range 5 {
 		cur, err := s.Store.Get(rec.User, rec.Connection)
 		switch {
@@ -282,6 +291,9 @@ func (s *Service) replace(rec *Record) error {
 				err = s.Store.Put(rec, 0)
 			}
 		case err == nil:
+			if prev != nil {
+				prev(cur)
+			}
 			err = s.Store.Put(rec, cur.Version)
 		}
 		if !errors.Is(err, ErrVersionConflict) {

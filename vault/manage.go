@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -115,17 +117,27 @@ func (s *Service) disconnect(ctx context.Context, c Connection, u UserRef, agent
 }
 
 // revoke calls the provider's RFC 7009 endpoint with the client's
-// credentials.
+// credentials, sent as at the token endpoint (Connection.ClientAuth): in
+// the form for client_secret_post, else in a Basic header.
 func (s *Service) revoke(ctx context.Context, c Connection, token, hint string) error {
 	pctx, cancel := s.providerContext(ctx)
 	defer cancel()
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	inForm := c.ClientAuth() == oauth2.AuthStyleInParams
+	if inForm {
+		form.Set("client_id", c.ClientID)
+		if c.ClientSecret != "" {
+			form.Set("client_secret", c.ClientSecret)
+		}
+	}
 	req, err := http.NewRequestWithContext(pctx, http.MethodPost, c.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(c.ClientSecret))
+	if !inForm {
+		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(c.ClientSecret))
+	}
 	hc := s.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: s.providerTimeout()}
@@ -156,6 +168,11 @@ type RefresherOptions struct {
 // concurrency and a random delay (jitter) so same-age tokens do not hit a
 // provider together. Failures back off (the record's NextAttempt) and
 // invalid_grant marks needs_reauth with an event, as on the request path.
+//
+// Once ctx ends no new refresh starts, but one already at the provider
+// runs to its end and stores its answer (a rotated refresh token must not
+// be lost); RunRefresher returns after that. Close the Store only once it
+// has returned.
 func (s *Service) RunRefresher(ctx context.Context, o RefresherOptions) {
 	o = o.withDefaults()
 	t := time.NewTicker(o.Interval)
@@ -192,7 +209,10 @@ func (o RefresherOptions) withDefaults() RefresherOptions {
 // refreshDue runs one round of the background refresher.
 func (s *Service) refreshDue(ctx context.Context, o RefresherOptions) {
 	o = o.withDefaults()
-	due, err := s.Store.Due(s.now().Add(o.Interval), o.Batch)
+	due, err := s.Store.DueMatching(s.now().Add(o.Interval), o.Batch, func(conn string) bool {
+		_, ok := s.Connections[conn] // a connection no longer configured cannot be refreshed
+		return ok
+	})
 	if err != nil {
 		s.log().Error("background refresh: reading the expiry index failed", "error", err)
 		return
@@ -227,9 +247,24 @@ func (s *Service) refreshDue(ctx context.Context, o RefresherOptions) {
 			case <-ctx.Done():
 				return
 			}
-			all <- struct{}{}
-			sem <- struct{}{}
-			defer func() { <-sem; <-all }()
+			// Waiting for a slot ends with ctx: after shutdown begins no
+			// refresh starts (one in flight finishes and is stored, see
+			// refreshOnce), so that the store can close after the round.
+			select {
+			case all <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-all }()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			if ctx.Err() != nil { // a slot and the end can be ready together
+				return
+			}
 			// Whatever falls due before the next round is refreshed now.
 			if _, err := s.refreshOnce(ctx, c, d.User, "", o.Interval); err != nil && ctx.Err() == nil {
 				s.log().Debug("background refresh did not succeed", "connection", c.Name, "error", err)

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // providerMode is what the fake provider does with refresh tokens.
@@ -45,6 +47,8 @@ const (
 	failHang                       // no answer until the request's context ends
 	failMalformed                  // 200 with a truncated JSON body
 	failLostAnswer                 // handles the request (a strict provider uses the refresh token), then answers garbage
+	failGitHubDead                 // 200 {"error":"bad_refresh_token"}, as GitHub answers a dead refresh token
+	failUnknown200                 // 200 with an error code no one documents
 )
 
 // revocation is one call of the fake provider's RFC 7009 endpoint.
@@ -81,6 +85,8 @@ type fakeProvider struct {
 	expiresIn int // seconds; 0: omitted
 	fault     providerFault
 	deny      bool                 // /authorize answers error=access_denied
+	noRefresh bool                 // code exchanges hand out no refresh token (expiring access tokens only)
+	onlyAuth  oauth2.AuthStyle     // the only client authentication accepted; 0: Basic or form
 	onToken   func(grant string)   // runs before each token answer, outside mu
 	codes     map[string]codeGrant // unused codes
 	refresh   map[string]time.Time // live refresh tokens → when first used (zero: unused)
@@ -128,6 +134,23 @@ func (p *fakeProvider) SetExpiresIn(seconds int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.expiresIn = seconds
+}
+
+// SetNoRefreshToken makes code exchanges answer without a refresh
+// token, their access tokens still expiring.
+func (p *fakeProvider) SetNoRefreshToken() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.noRefresh = true
+}
+
+// OnlyClientAuth makes the token and revocation endpoints accept client
+// credentials only in the Basic header (AuthStyleInHeader) or only in
+// the form (AuthStyleInParams).
+func (p *fakeProvider) OnlyClientAuth(s oauth2.AuthStyle) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onlyAuth = s
 }
 
 // SetDeny makes /authorize answer error=access_denied.
@@ -253,11 +276,18 @@ func (p *fakeProvider) authorize(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, redirect.String(), http.StatusFound)
 }
 
-// client authenticates the client: Basic or form, not both.
+// client authenticates the client: Basic or form, not both (and only
+// the one OnlyClientAuth set).
 func (p *fakeProvider) client(r *http.Request) bool {
 	user, pass, basic := r.BasicAuth()
 	form := r.PostForm.Get("client_id") != ""
 	if basic == form {
+		return false
+	}
+	p.mu.Lock()
+	only := p.onlyAuth
+	p.mu.Unlock()
+	if only == oauth2.AuthStyleInHeader && !basic || only == oauth2.AuthStyleInParams && !form {
 		return false
 	}
 	if basic {
@@ -320,6 +350,12 @@ func (p *fakeProvider) token(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"access_token":`))
 		return
+	case failGitHubDead:
+		oauthError(w, http.StatusOK, "bad_refresh_token")
+		return
+	case failUnknown200:
+		oauthError(w, http.StatusOK, "something_unexpected")
+		return
 	}
 	if !p.client(r) {
 		oauthError(w, http.StatusUnauthorized, "invalid_client")
@@ -345,7 +381,7 @@ func (p *fakeProvider) token(w http.ResponseWriter, r *http.Request) {
 			}
 			p.pkceChecked.Add(1)
 		}
-		if p.mode != modeNonExpiring {
+		if p.mode != modeNonExpiring && !p.noRefresh {
 			resp["refresh_token"] = p.newRefresh()
 		}
 		if g.scope != "" {

@@ -56,16 +56,21 @@ func (s *Service) Refresh(ctx context.Context, u UserRef, connection string) (Re
 func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agent string, horizon time.Duration) (Record, error) {
 	key := u.Key() + "/" + c.Name
 	v, err, _ := s.sf.Do(key, func() (any, error) {
-		pctx, cancel := s.providerContext(ctx)
-		defer cancel()
 		if s.Locker != nil {
-			unlock, err := s.Locker.Lock(pctx, "vault."+key)
+			// The wait for the lease has its own bound: the provider's
+			// starts once the lease is held. Like the provider call, it
+			// does not end with the first caller's context.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.providerTimeout())
+			unlock, err := s.Locker.Lock(lctx, "vault."+key)
+			cancel()
 			if err != nil {
 				return Record{}, &Error{Code: schemas.CodeRetryLater, RetryAfter: time.Second, Err: err,
 					Msg: "another agentauth instance is refreshing this connection; try again in a second"}
 			}
 			defer unlock()
 		}
+		pctx, cancel := s.providerContext(ctx)
+		defer cancel()
 		return s.refreshLocked(pctx, c, u, agent, horizon)
 	})
 	return v.(Record), err
@@ -87,7 +92,19 @@ func (s *Service) refreshLocked(ctx context.Context, c Connection, u UserRef, ag
 		return rec, errorf(schemas.CodeAuthorizationRequired, rec.Reason, nil)
 	}
 	if rec.RefreshToken == "" {
-		return rec, nil // nothing to refresh with (non-expiring tokens)
+		if rec.Expiry.IsZero() || now.Before(rec.Expiry) {
+			return rec, nil // nothing to refresh with (non-expiring tokens)
+		}
+		// Expired, and nothing to refresh it with: only the person can
+		// make it valid again.
+		rec.Status = StatusNeedsReauth
+		rec.Reason = c.Title + " gave no refresh token and the access token expired at " + rec.Expiry.UTC().Format(time.RFC3339) + ": the person must connect again"
+		rec.Refreshing = time.Time{}
+		if err := s.Store.Put(&rec, rec.Version); err != nil {
+			return rec, err
+		}
+		s.needsReauth(ctx, c, rec, agent)
+		return rec, errorf(schemas.CodeAuthorizationRequired, rec.Reason, nil)
 	}
 	// Someone refreshed while we waited for the lease: use theirs.
 	if at := rec.RefreshAt(); horizon != always && (at.IsZero() || now.Add(horizon).Before(at)) {
@@ -152,6 +169,18 @@ const (
 	faultLost
 )
 
+// deadTokenCodes are the error codes that mean the refresh token is
+// dead: RFC 6749's invalid_grant and the codes of providers that answer
+// otherwise — GitHub (bad_refresh_token, in a 200 answer) and Slack
+// (invalid_refresh_token, token_revoked, token_expired).
+var deadTokenCodes = map[string]bool{
+	"invalid_grant":         true,
+	"bad_refresh_token":     true,
+	"invalid_refresh_token": true,
+	"token_revoked":         true,
+	"token_expired":         true,
+}
+
 // classify reads a provider error.
 func classify(err error) (fault, string, time.Duration) {
 	var re *oauth2.RetrieveError
@@ -164,12 +193,17 @@ func classify(err error) (fault, string, time.Duration) {
 		}
 		code := re.ErrorCode
 		switch {
-		case code == "invalid_grant":
-			return faultInvalidGrant, "invalid_grant", 0
+		case deadTokenCodes[code]:
+			return faultInvalidGrant, code, 0
 		case status == http.StatusTooManyRequests:
 			return faultRetry, "rate limited (429)", retryAfter
 		case status >= 500 || code == "temporarily_unavailable" || code == "server_error" || code == "slow_down":
 			return faultRetry, fmt.Sprintf("provider error %d %s", status, code), retryAfter
+		case code != "" && status >= 200 && status < 300:
+			// An error in a success answer (GitHub, Slack): not a
+			// refusal we recognise, so the provider may have used the
+			// refresh token.
+			return faultLost, fmt.Sprintf("provider answered %d with error %s", status, code), 0
 		case code != "":
 			return faultClient, code, 0
 		}
@@ -211,7 +245,7 @@ func (s *Service) refreshFailed(ctx context.Context, c Connection, u UserRef, ag
 			return cur, nil // another writer rotated it: theirs is the live one
 		}
 		rec.Status = StatusNeedsReauth
-		rec.Reason = c.Title + " refused the stored refresh token (invalid_grant): it was revoked, expired or already used"
+		rec.Reason = c.Title + " refused the stored refresh token (" + why + "): it was revoked, expired or already used"
 		if interrupted {
 			rec.Reason += "; an earlier refresh was interrupted before its answer was stored"
 		}

@@ -64,9 +64,10 @@ type Service struct {
 	Log             *slog.Logger
 
 	sf singleflight.Group
-	// configs keeps one x/oauth2 config per connection: x/oauth2
-	// remembers per config which client authentication a provider
-	// accepted, so that a failing request is not sent twice.
+	// configs keeps one x/oauth2 config per connection. Its client
+	// authentication is always a concrete style (Connection.ClientAuth),
+	// never x/oauth2's auto-detection, which sends a refused request a
+	// second time with the same refresh token or code.
 	configs sync.Map // name → *oauth2.Config
 	// afterProviderAnswer, in tests, runs between the provider's answer
 	// and the write of the new tokens; an error stops the refresh there,
@@ -211,7 +212,8 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	if _, err := Authorize(r.Agent, c, r.Scopes); err != nil {
+	allowed, err := Authorize(r.Agent, c, r.Scopes)
+	if err != nil {
 		return Issued{}, err
 	}
 	rec, err := s.record(ctx, r.User, c.Name)
@@ -223,13 +225,21 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	case err != nil:
 		return Issued{}, err
 	}
+	// The token carries every scope it was granted: an agent whose
+	// policy allows fewer (another agent widened the link) does not get
+	// it. Requested scopes, not the provider's names for them, are
+	// compared.
+	if wider := missing(allowed, rec.requested()); len(wider) > 0 {
+		return Issued{}, errorf(schemas.CodeDenied, fmt.Sprintf("the user's %s account (connection %q) was connected with scopes %s, which the policy of agent %s does not allow (it allows %s), so its token would give the agent more than its policy: the operator can add those scopes to the agent's policy, or the user can disconnect %q on the connected accounts page and connect it again with fewer scopes",
+			c.Title, c.Name, strings.Join(wider, " "), r.Agent.ID, strings.Join(allowed, " "), c.Name), nil)
+	}
 	if rec.Status == StatusNeedsReauth {
-		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.Scopes, r.Scopes))
+		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.requested(), r.Scopes))
 	}
 	if len(missing(rec.Scopes, r.Scopes)) > 0 {
-		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.Scopes, r.Scopes), missing(rec.Scopes, r.Scopes)...)
+		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.requested(), r.Scopes), missing(rec.Scopes, r.Scopes)...)
 	}
-	if at := rec.RefreshAt(); !at.IsZero() && !s.now().Before(at) {
+	if s.due(&rec) {
 		if err := blocking.Check(ctx); err != nil { // the provider and the store
 			return Issued{}, err
 		}
@@ -239,7 +249,7 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 			case errors.Is(err, ErrNotFound): // disconnected meanwhile
 				return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNotConnected, r.Scopes)
 			case errors.As(err, &ve) && ve.Code == schemas.CodeAuthorizationRequired:
-				return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.Scopes, r.Scopes))
+				return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.requested(), r.Scopes))
 			}
 			return Issued{}, err
 		}
@@ -254,6 +264,17 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 		Scopes: rec.Scopes, Fingerprint: fp, ExpiresAt: rec.Expiry, RequestID: r.RequestID,
 	})
 	return Issued{Connection: c.Name, TokenType: tokenType(rec.TokenType), Scopes: rec.Scopes, Expiry: rec.Expiry, Fingerprint: fp, Sealed: sealed}, nil
+}
+
+// due reports whether rec must go through refresh before it is handed
+// out: its refresh time has come, or its access token expired and there
+// is no refresh token (refresh marks that needs_reauth).
+func (s *Service) due(rec *Record) bool {
+	now := s.now()
+	if at := rec.RefreshAt(); !at.IsZero() {
+		return !now.Before(at)
+	}
+	return rec.RefreshToken == "" && !rec.Expiry.IsZero() && !now.Before(rec.Expiry)
 }
 
 // record reads u's record of conn from the store's cache or, where

@@ -513,6 +513,116 @@ func TestTokenPolicy(t *testing.T) {
 	}
 }
 
+// mustAgent makes an agent with a policy for acme and a request of it.
+func (h *vaultHarness) mustAgent(tb testing.TB, id string, acme ...string) (func(UserRef) Request, agents.Credentials) {
+	tb.Helper()
+	a, creds, err := agents.New(id, agents.Policy{Connections: []agents.ConnectionGrant{{Connection: "acme", Scopes: acme}}}, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return func(u UserRef) Request { return Request{Agent: a, User: u, Connection: "acme", RequestID: "req-" + id} }, creds
+}
+
+// TestTokenNeverWiderThanPolicy: an account linked with more scopes than
+// an agent's policy allows (another agent asked for them) is not handed
+// to that agent, whatever scopes it asks for; agents whose policy covers
+// the grant get it.
+func TestTokenNeverWiderThanPolicy(t *testing.T) {
+	h := mustVault(t, modeStrict)
+	linked := h.link(t, alice, "acme", "read", "write") // by agent-1
+	if got := h.get(t, alice, "acme").Requested; !slices.Equal(got, []string{"read", "write"}) {
+		t.Fatalf("stored Requested = %v, want [read write]", got)
+	}
+	reader, _ := h.mustAgent(t, "agent-2", "read")
+	admin, adminCreds := h.mustAgent(t, "agent-3", "read", "write", "admin")
+
+	for _, scopes := range [][]string{nil, {"read"}} {
+		r := reader(alice)
+		r.Scopes = scopes
+		iss, err := h.svc.Token(context.Background(), r)
+		ve := wantError(t, err, schemas.CodeDenied)
+		for _, want := range []string{"write", "agent-2", `"acme"`, "policy", "disconnect"} {
+			if !strings.Contains(ve.Msg, want) {
+				t.Errorf("message %q does not mention %q", ve.Msg, want)
+			}
+		}
+		if len(iss.Sealed.Ciphertext) != 0 {
+			t.Error("a sealed token came with the refusal")
+		}
+	}
+	if n := len(h.events.Audits("token.issued")); n != 0 {
+		t.Errorf("token.issued audits = %d, want 0", n)
+	}
+	if _, got := h.token(t, h.req(alice, "acme", "read")); got != linked.AccessToken {
+		t.Errorf("agent-1's token = %q, want %q", got, linked.AccessToken)
+	}
+	iss, err := h.svc.Token(context.Background(), admin(alice))
+	if err != nil {
+		t.Fatalf("agent-3, whose policy covers the grant: %v", err)
+	}
+	if pt, err := agents.Open([]byte(adminCreds.XKeySeed), iss.Sealed); err != nil || string(pt) != linked.AccessToken {
+		t.Errorf("agent-3's token: %v", err)
+	}
+	h.noSecrets(t)
+}
+
+// TestLinkRequestedScopes: the policy check uses the scopes agentauth
+// asked for, not the provider's names for them (Google reports email as
+// a URL); a re-link keeps the earlier requests; a disconnect forgets them.
+func TestLinkRequestedScopes(t *testing.T) {
+	h := mustVault(t, modeStrict)
+	reader, _ := h.mustAgent(t, "agent-2", "read")
+	h.link(t, alice, "acme", "read")
+	// The provider reported the grant in its own words.
+	rec := h.get(t, alice, "acme")
+	rec.Scopes = []string{"https://acme.example/auth/read.only"}
+	if err := h.store.Put(&rec, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Token(context.Background(), reader(alice)); err != nil {
+		t.Fatalf("agent-2, linked with its own scope: %v", err)
+	}
+
+	// agent-1 widens the link; agent-2 no longer gets the token.
+	h.link(t, alice, "acme", "write")
+	if got := h.get(t, alice, "acme").Requested; !slices.Equal(got, []string{"read", "write"}) {
+		t.Errorf("Requested after widening = %v, want [read write]", got)
+	}
+	_, err := h.svc.Token(context.Background(), reader(alice))
+	wantError(t, err, schemas.CodeDenied)
+
+	// Disconnected and connected again for agent-2 only: it gets it.
+	if _, err := h.svc.DisconnectByUser(context.Background(), alice, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := h.svc.Connect(context.Background(), reader(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := h.svc.BeginLink(l.ID, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.CompleteLink(context.Background(), visit(t, to), alice); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.get(t, alice, "acme").Requested; !slices.Equal(got, []string{"read"}) {
+		t.Errorf("Requested after a fresh link = %v, want [read]", got)
+	}
+	if _, err := h.svc.Token(context.Background(), reader(alice)); err != nil {
+		t.Errorf("agent-2 after a fresh link with its scopes: %v", err)
+	}
+
+	// A record linked before Requested was kept is judged by its scopes.
+	rec = h.get(t, alice, "acme")
+	rec.Requested, rec.Scopes = nil, []string{"read", "write"}
+	if err := h.store.Put(&rec, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.svc.Token(context.Background(), reader(alice))
+	wantError(t, err, schemas.CodeDenied)
+}
+
 // A hundred requests for one expired token make one refresh at a
 // strictly rotating provider, and the rotated refresh token is persisted.
 func TestTokenConcurrentRefreshSingleFlight(t *testing.T) {
@@ -721,6 +831,9 @@ func TestTokenProviderFaults(t *testing.T) {
 		{"429", fail429, false},
 		{"hang", failHang, true},
 		{"malformed JSON", failMalformed, true},
+		// An error code no one documents, in a success answer: the
+		// provider may have used the refresh token.
+		{"200 with an unknown error", failUnknown200, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := mustVault(t, modeStrict)
@@ -1051,6 +1164,35 @@ func TestDisconnect(t *testing.T) {
 	_, err = h.svc.Disconnect(context.Background(), h.req(alice, "acme"))
 	wantError(t, err, schemas.CodeNotFound)
 	h.noSecrets(t)
+}
+
+// TestDisconnectRevokesWithClientAuth: the revocation request
+// authenticates the client as the token endpoint does; a provider that
+// takes credentials only in the form gets them there.
+func TestDisconnectRevokesWithClientAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		style oauth2.AuthStyle
+	}{
+		{"form", oauth2.AuthStyleInParams},
+		{"basic", oauth2.AuthStyleInHeader},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := mustVault(t, modeStrict, withAuthStyle(tc.style))
+			h.prov.OnlyClientAuth(tc.style)
+			rec := h.link(t, alice, "acme")
+			out, err := h.svc.DisconnectByUser(context.Background(), alice, "acme")
+			if err != nil || out != Revoked {
+				t.Fatalf("DisconnectByUser = %q, %v; want %q", out, err, Revoked)
+			}
+			if got := h.prov.Revoked(); len(got) != 2 {
+				t.Errorf("revocations accepted by the provider = %+v, want 2", got)
+			}
+			if h.prov.RefreshLive(rec.RefreshToken) || h.prov.AccessLive(rec.AccessToken) {
+				t.Error("tokens still live at the provider")
+			}
+		})
+	}
 }
 
 func TestListHasNoTokens(t *testing.T) {

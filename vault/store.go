@@ -422,6 +422,15 @@ func (s *Store) List(u UserRef) ([]Record, []error, error) {
 // Record.RefreshAt, or NextAttempt if that is later; records that do not
 // need refreshing are not indexed. Corrupt records are skipped and logged.
 func (s *Store) Due(before time.Time, limit int) ([]Due, error) {
+	return s.DueMatching(before, limit, nil)
+}
+
+// DueMatching is Due for the records of the connections match accepts
+// (all when match is nil). Records of other connections are passed over
+// without being read and do not count toward limit, so that records which
+// cannot be refreshed (a connection no longer configured) never take the
+// places of those that can.
+func (s *Store) DueMatching(before time.Time, limit int, match func(connection string) bool) ([]Due, error) {
 	end := []byte(prefixIndex + indexTime(before))
 	var due []Due
 	var stale [][]byte
@@ -432,6 +441,9 @@ func (s *Store) Due(before time.Time, limit int) ([]Due, error) {
 			ikey := it.Item().KeyCopy(nil)
 			if bytes.Compare(ikey, end) >= 0 {
 				break
+			}
+			if match != nil && !match(string(ikey[bytes.LastIndexByte(ikey, '/')+1:])) {
+				continue
 			}
 			r, ok, err := s.indexed(txn, ikey)
 			switch {

@@ -57,7 +57,7 @@ type Connection struct {
 	PKCE           bool              // the provider supports PKCE S256
 	AuthParams     map[string]string // extra authorize parameters a provider needs for a refresh token (access_type=offline…)
 	Refresh        RefreshBehaviour
-	AuthStyle      oauth2.AuthStyle // client authentication at the token endpoint; 0 = auto-detect
+	AuthStyle      oauth2.AuthStyle // client authentication at the token endpoint; 0: Basic (see ClientAuth)
 	Docs           string           // where the provider documents its OAuth app setup
 
 	// From configuration only.
@@ -84,7 +84,7 @@ const (
 type Record struct {
 	User         UserRef   `json:"user"`
 	Connection   string    `json:"connection"`
-	Scopes       []string  `json:"scopes"`
+	Scopes       []string  `json:"scopes"` // as the provider reported them (its vocabulary), else as requested
 	AccessToken  string    `json:"access_token"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	TokenType    string    `json:"token_type,omitempty"`
@@ -94,6 +94,12 @@ type Record struct {
 	LinkedAt     time.Time `json:"linked_at"`
 	LinkedBy     string    `json:"linked_by,omitempty"` // the agent that asked for the link
 	RefreshedAt  time.Time `json:"refreshed_at,omitzero"`
+	// Requested is every scope agentauth's connect links asked the
+	// provider for, in agentauth's vocabulary, since the person last
+	// linked the account from scratch: what policies are checked
+	// against. nil for records linked before it was kept (Scopes then
+	// stands in); empty when the links asked for no scopes.
+	Requested []string `json:"requested,omitzero"`
 	// Backoff after failed refreshes (provider 5xx, 429, timeouts).
 	Failures    int       `json:"failures,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
@@ -126,6 +132,15 @@ func (r *Record) Fingerprint() string {
 func (r Record) withFingerprint() Record {
 	r.fp, r.fpOf = schemas.Fingerprint(r.AccessToken), r.AccessToken
 	return r
+}
+
+// requested is Requested, or Scopes for a record linked before
+// Requested was kept.
+func (r *Record) requested() []string {
+	if r.Requested != nil {
+		return r.Requested
+	}
+	return r.Scopes
 }
 
 // RefreshAt is when the record's access token should be refreshed:

@@ -92,7 +92,12 @@ func (m *Main) setupVault(ctx, bg context.Context) error {
 		StateKey:    mac.Sum(nil),
 		Log:         m.Log,
 	}
-	go m.vault.RunRefresher(bg, vault.RefresherOptions{Interval: m.Config.VaultRefreshInterval})
+	done := make(chan struct{})
+	m.vaultDone = done
+	go func() {
+		defer close(done)
+		m.vault.RunRefresher(bg, vault.RefresherOptions{Interval: m.Config.VaultRefreshInterval})
+	}()
 	return nil
 }
 

@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -317,5 +319,86 @@ func TestVaultBadInput(t *testing.T) {
 	resp, _ := get(t, browser(t), l.ConnectURL)
 	if !strings.Contains(resp.Request.URL.Path, "/dev-idp/") {
 		t.Errorf("link without a session ended at %s, want the login", resp.Request.URL)
+	}
+}
+
+// TestVaultCloseWaitsForRefresh: a background refresh that is at the
+// provider when agentauth shuts down is stored before the vault closes.
+// The provider rotates: had the answer been dropped, the record would keep
+// the consumed refresh token and need the person again after a restart.
+func TestVaultCloseWaitsForRefresh(t *testing.T) {
+	entered := make(chan struct{}, 10)
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	prov := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" || r.FormValue("grant_type") != "refresh_token" || r.FormValue("refresh_token") != "rt-old" {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		entered <- struct{}{}
+		<-gate
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"at-new","refresh_token":"rt-new","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer prov.Close()
+	defer release() // before the provider closes
+
+	cfg := testConfig(t)
+	cfg.VaultRefreshInterval = 100 * time.Millisecond
+	cfg.Connections = []vault.Config{{Name: "acme", AuthURL: prov.URL + "/authorize", TokenURL: prov.URL + "/token",
+		ClientID: "client-1", ClientSecret: "secret-1", Refresh: vault.RefreshRotating}}
+	m := MustMain(t, cfg)
+	u := vault.UserRef{Issuer: "https://issuer.example", Subject: "carol"}
+	now := time.Now()
+	rec := vault.Record{User: u, Connection: "acme", Scopes: []string{"read"}, AccessToken: "at-old", RefreshToken: "rt-old",
+		Expiry: now.Add(-time.Minute), Status: vault.StatusActive, LinkedAt: now.Add(-time.Hour)}
+	if err := m.vaultStore.Put(&rec, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second): // a watchdog
+		t.Fatal("the background refresher did not refresh the record")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(context.Background()) }()
+	// Give a Close that does not wait the time to close the store before
+	// the provider answers (a bound, not an assertion).
+	select {
+	case <-closed:
+		closed <- nil
+	case <-time.After(time.Second):
+	}
+	release()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(30 * time.Second): // a watchdog
+		t.Fatal("Close did not return after the provider answered")
+	}
+
+	key, _, err := vault.LoadOrCreateKeyFile(keyPath(cfg.DataDir, vaultKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := vault.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := vault.OpenStore(vaultDir(cfg.DataDir), kr, vault.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := st.Get(u, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RefreshToken != "rt-new" || got.AccessToken != "at-new" || !got.Refreshing.IsZero() || got.Status != vault.StatusActive {
+		t.Errorf("after shutdown: refresh token is the new one %v, access token is the new one %v, refreshing %v, status %s; want the provider's answer stored, no attempt marked",
+			got.RefreshToken == "rt-new", got.AccessToken == "at-new", got.Refreshing, got.Status)
 	}
 }
