@@ -196,7 +196,7 @@ func mustStore(tb testing.TB, url string) *bus.ApprovalStore {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 // mustApprovalStore opens the approvals bucket on a fresh server.
 func mustApprovalStore(tb testing.TB) (*ApprovalStore, jetstream.JetStream) {
 	tb.Helper()
-	js, err := JetStream(MustConn(tb, MustServer(tb)), nil)
+	js, err := JetStream(MustConn(tb, MustServer(tb)))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestApprovalServiceSurvivesServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := JetStream(nc, nil)
+	js, err := JetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}

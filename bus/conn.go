@@ -83,15 +83,8 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// JetStream returns the JetStream API on nc, with asynchronous publish
-// failures reported to onAsyncErr.
-func JetStream(nc *nats.Conn, onAsyncErr func(subject string, err error)) (jetstream.JetStream, error) {
-	var opts []jetstream.JetStreamOpt
-	if onAsyncErr != nil {
-		opts = append(opts, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-			onAsyncErr(m.Subject, err)
-		}))
-	}
-	opts = append(opts, jetstream.WithPublishAsyncMaxPending(8192))
-	return jetstream.New(nc, opts...)
+// JetStream returns the JetStream API on nc. Asynchronous publishes may
+// have 8,192 acks pending (the audit writer checks its own).
+func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
 }

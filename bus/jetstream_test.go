@@ -27,7 +27,7 @@ const waitTimeout = 10 * time.Second
 // and returns JetStream on a fresh connection.
 func MustJetStream(tb testing.TB) jetstream.JetStream {
 	tb.Helper()
-	js, err := JetStream(MustConn(tb, MustServer(tb)), nil)
+	js, err := JetStream(MustConn(tb, MustServer(tb)))
 	if err != nil {
 		tb.Fatalf("jetstream: %v", err)
 	}
@@ -107,7 +107,7 @@ func consumerInfo(tb testing.TB, js jetstream.JetStream, stream, durable string)
 }
 
 func TestEnsureStreams(t *testing.T) {
-	js, err := JetStream(MustConn(t, MustServer(t)), nil)
+	js, err := JetStream(MustConn(t, MustServer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func TestLockerExclusive(t *testing.T) {
 	ns := MustServer(t)
 	var lockers []*Locker
 	for _, owner := range []string{"a", "b"} {
-		js, err := JetStream(MustConn(t, ns), nil)
+		js, err := JetStream(MustConn(t, ns))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestLockerExclusive(t *testing.T) {
 // expires by itself after its TTL.
 func TestLockerExpires(t *testing.T) {
 	ns := MustServer(t)
-	js, err := JetStream(MustConn(t, ns), nil)
+	js, err := JetStream(MustConn(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}

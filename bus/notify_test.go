@@ -147,7 +147,7 @@ func TestNotificationsTyped(t *testing.T) {
 }
 
 func TestSubscribeNotificationsNoStream(t *testing.T) {
-	js, err := JetStream(MustConn(t, MustServer(t)), nil)
+	js, err := JetStream(MustConn(t, MustServer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -56,7 +56,7 @@ func MustService(tb testing.TB) *service {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func sessionStore(t *testing.T) *bus.SessionStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}

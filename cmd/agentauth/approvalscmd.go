@@ -163,7 +163,7 @@ func runApprovalsApp(ctx context.Context, in io.Reader, out io.Writer, f *approv
 		return fmt.Errorf("connect as the approval app: %w", err)
 	}
 	defer c.Close()
-	js, err := bus.JetStream(c.Conn(), nil)
+	js, err := bus.JetStream(c.Conn())
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func setupApprovalE2E(ctx context.Context, env *benchEnv) (benchOp, benchOp, fun
 		app.Close()
 		return nil, nil, nil, err
 	}
-	js, err := bus.JetStream(app.Conn(), nil)
+	js, err := bus.JetStream(app.Conn())
 	if err != nil {
 		app.Close()
 		return nil, nil, nil, err

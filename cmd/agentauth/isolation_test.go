@@ -129,7 +129,7 @@ func TestIsolation(t *testing.T) {
 	})
 
 	t.Run("consumer on another agent's feed", func(t *testing.T) {
-		js, err := bus.JetStream(a1.Conn, nil)
+		js, err := bus.JetStream(a1.Conn)
 		if err != nil {
 			t.Fatal(err)
 		}

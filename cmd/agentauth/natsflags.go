@@ -56,7 +56,7 @@ func openStore[S any](ctx context.Context, f *natsFlags, name string, open func(
 	if err != nil {
 		return s, nil, err
 	}
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		nc.Close()
 		return s, nil, err

@@ -120,7 +120,7 @@ func runReplay(ctx context.Context, out, errw io.Writer, f *replayFlags) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := bus.JetStream(nc, nil)
+	js, err := bus.JetStream(nc)
 	if err != nil {
 		return err
 	}
