@@ -27,7 +27,10 @@ func invalidf(format string, a ...any) error { return &invalidError{fmt.Sprintf(
 
 // Authorize parameters shared by several entries.
 var (
-	googleOffline   = map[string]string{"access_type": "offline", "prompt": "consent"}
+	googleOffline = map[string]string{"access_type": "offline", "prompt": "consent"}
+	// googleScopes: Google reports the OpenID scopes it granted by their
+	// API names.
+	googleScopes    = map[string]string{"email": "https://www.googleapis.com/auth/userinfo.email", "profile": "https://www.googleapis.com/auth/userinfo.profile"}
 	atlassianParams = map[string]string{"audience": "api.atlassian.com", "prompt": "consent"}
 	microsoft       = endpoints.AzureAD("common")
 )
@@ -188,7 +191,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/gmail.readonly"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams, ScopeAliases: googleScopes,
 		Docs: "https://developers.google.com/workspace/gmail/api/auth/scopes",
 	},
 	{
@@ -199,7 +202,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams, ScopeAliases: googleScopes,
 		Docs: "https://developers.google.com/identity/protocols/oauth2/web-server",
 	},
 	{
@@ -207,7 +210,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/calendar.readonly"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams, ScopeAliases: googleScopes,
 		Docs: "https://developers.google.com/workspace/calendar/api/auth",
 	},
 	{
@@ -215,7 +218,7 @@ var catalog = []Connection{
 		AuthURL: endpoints.Google.AuthURL, TokenURL: endpoints.Google.TokenURL,
 		RevocationURL: "https://oauth2.googleapis.com/revoke",
 		DefaultScopes: []string{"openid", "email", "https://www.googleapis.com/auth/drive.file"},
-		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams,
+		PKCE:          true, AuthParams: googleOffline, Refresh: RefreshNonRotating, AuthStyle: oauth2.AuthStyleInParams, ScopeAliases: googleScopes,
 		Docs: "https://developers.google.com/workspace/drive/api/guides/api-specific-auth",
 	},
 	{

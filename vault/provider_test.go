@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -86,6 +87,7 @@ type fakeProvider struct {
 	fault     providerFault
 	deny      bool                 // /authorize answers error=access_denied
 	noRefresh bool                 // code exchanges hand out no refresh token (expiring access tokens only)
+	renames   map[string]string    // scope → the name the token answer reports it by (Google's userinfo.email…)
 	onlyAuth  oauth2.AuthStyle     // the only client authentication accepted; 0: Basic or form
 	onToken   func(grant string)   // runs before each token answer, outside mu
 	codes     map[string]codeGrant // unused codes
@@ -385,7 +387,13 @@ func (p *fakeProvider) token(w http.ResponseWriter, r *http.Request) {
 			resp["refresh_token"] = p.newRefresh()
 		}
 		if g.scope != "" {
-			resp["scope"] = g.scope
+			granted := strings.Fields(g.scope)
+			for i, sc := range granted {
+				if n, ok := p.renames[sc]; ok {
+					granted[i] = n
+				}
+			}
+			resp["scope"] = strings.Join(granted, " ")
 		}
 	case "refresh_token":
 		rt := r.PostForm.Get("refresh_token")

@@ -191,6 +191,18 @@ func union(a, b []string) []string {
 	return out
 }
 
+// lacking are the scopes of want that granted (as the provider reported
+// them) does not have, under their name or their alias.
+func (c Connection) lacking(granted, want []string) []string {
+	var out []string
+	for _, s := range want {
+		if !slices.Contains(granted, s) && (c.ScopeAliases[s] == "" || !slices.Contains(granted, c.ScopeAliases[s])) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // missing is b \ a.
 func missing(have, want []string) []string {
 	var out []string
@@ -236,8 +248,8 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	if rec.Status == StatusNeedsReauth {
 		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonNeedsReauth, union(rec.requested(), r.Scopes))
 	}
-	if len(missing(rec.Scopes, r.Scopes)) > 0 {
-		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.requested(), r.Scopes), missing(rec.Scopes, r.Scopes)...)
+	if lacking := c.lacking(rec.Scopes, r.Scopes); len(lacking) > 0 {
+		return Issued{}, s.authorizationRequired(ctx, r, c, ReasonMissingScopes, union(rec.requested(), r.Scopes), lacking...)
 	}
 	if s.due(&rec) {
 		if err := blocking.Check(ctx); err != nil { // the provider and the store

@@ -1433,3 +1433,36 @@ func TestTokenWhereWaitingIsForbidden(t *testing.T) {
 	}
 	wantReauth(t, func() error { _, err := h.svc.Token(context.Background(), h.req(bob, "acme", "read")); return err }(), ReasonNotConnected)
 }
+
+// TestTokenScopeAliases: a provider that reports a granted scope under
+// another name (Google: email is …/auth/userinfo.email) still has it, for
+// a connection that names the alias; without the alias it looks missing.
+func TestTokenScopeAliases(t *testing.T) {
+	const reported = "https://acme.example/auth/write"
+	for _, tc := range []struct {
+		name    string
+		aliases map[string]string
+		wantErr bool
+	}{
+		{"alias", map[string]string{"write": reported}, false},
+		{"no alias", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := mustVault(t, modeStrict, func(c *Connection) { c.ScopeAliases = tc.aliases })
+			h.prov.mu.Lock()
+			h.prov.renames = map[string]string{"write": reported}
+			h.prov.mu.Unlock()
+			if rec := h.link(t, alice, "acme", "read", "write"); !slices.Contains(rec.Scopes, reported) {
+				t.Fatalf("stored scopes %v: the provider's names expected", rec.Scopes)
+			}
+			_, err := h.svc.Token(context.Background(), h.req(alice, "acme", "write"))
+			if tc.wantErr {
+				wantReauth(t, err, ReasonMissingScopes)
+				return
+			}
+			if err != nil {
+				t.Fatalf("token for a scope granted under its alias: %v", err)
+			}
+		})
+	}
+}

@@ -58,7 +58,11 @@ type Connection struct {
 	AuthParams     map[string]string // extra authorize parameters a provider needs for a refresh token (access_type=offline…)
 	Refresh        RefreshBehaviour
 	AuthStyle      oauth2.AuthStyle // client authentication at the token endpoint; 0: Basic (see ClientAuth)
-	Docs           string           // where the provider documents its OAuth app setup
+	// ScopeAliases: scopes the provider grants under another name, as
+	// its token answer reports them (Google: email is
+	// https://www.googleapis.com/auth/userinfo.email).
+	ScopeAliases map[string]string
+	Docs         string // where the provider documents its OAuth app setup
 
 	// From configuration only.
 	ClientID     string
