@@ -15,9 +15,12 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 
@@ -315,10 +318,7 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "login is unavailable: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	next := r.URL.Query().Get("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/whoami"
-	}
+	next := localNext(r.URL.Query().Get("next"))
 	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
 	if err := l.putPending(r.Context(), state, pendingLogin{verifier: verifier, nonce: nonce, next: next, created: l.now()}); err != nil {
 		l.log().Warn("login not started", "error", err)
@@ -391,7 +391,31 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1})
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sid, Path: "/", MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, p.next, http.StatusFound)
+	http.Redirect(w, r, localNext(p.next), http.StatusFound)
+}
+
+// defaultNext is where a login ends when it was given no usable next.
+const defaultNext = "/whoami"
+
+// localNext returns next if it is a path on this site, defaultNext
+// otherwise. Browsers read a backslash as a slash and drop tabs and
+// newlines (WHATWG URL): "/" + backslash + "evil.example" and "/" + tab +
+// "/evil.example" are "//evil.example" to them. So next must parse as a
+// URL without scheme, host or user, start with one "/" (its decoded path
+// too), and hold no backslash, control or white-space character, neither
+// as given nor in its percent-decoded path.
+func localNext(next string) string {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(u.Path, "//") ||
+		strings.ContainsFunc(next, unsafeInNext) || strings.ContainsFunc(u.Path, unsafeInNext) {
+		return defaultNext
+	}
+	return next
+}
+
+func unsafeInNext(r rune) bool {
+	return r == '\\' || r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r)
 }
 
 // nonceOf reads the nonce of an ID token whose signature was verified.

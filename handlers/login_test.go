@@ -93,3 +93,38 @@ func TestPendingLoginShared(t *testing.T) {
 		t.Error("an unknown state was taken")
 	}
 }
+
+// TestLocalNext: where a login may send the browser afterwards. Anything
+// a browser could read as another site falls back to /whoami.
+func TestLocalNext(t *testing.T) {
+	for _, tc := range []struct {
+		name, next, want string
+	}{
+		{"path with query", "/ok/path?x=1", "/ok/path?x=1"},
+		{"inbox return", "/approvals?done=approved", "/approvals?done=approved"},
+		{"encoded space in query", "/connections?q=a%20b", "/connections?q=a%20b"},
+		{"empty", "", defaultNext},
+		{"backslash", `/\evil.example`, defaultNext},
+		{"backslash after slashes", `/\/evil.example`, defaultNext},
+		{"encoded backslash", "/%5Cevil.example", defaultNext},
+		{"tab", "/\t/evil.example", defaultNext},
+		{"newline", "/\n/evil.example", defaultNext},
+		{"encoded tab", "/%09/evil.example", defaultNext},
+		{"space", "/ /evil.example", defaultNext},
+		{"no-break space", "/\u00a0/evil.example", defaultNext},
+		{"scheme-relative", "//evil.example", defaultNext},
+		{"encoded second slash", "/%2Fevil.example", defaultNext},
+		{"absolute", "https://evil.example", defaultNext},
+		{"absolute with path", "https://evil.example/", defaultNext},
+		{"javascript", "javascript:alert(1)", defaultNext},
+		{"relative", "evil.example", defaultNext},
+		{"invalid escape", "/%zz", defaultNext},
+		{"invalid UTF-8", "/\xff/x", defaultNext},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := localNext(tc.next); got != tc.want {
+				t.Errorf("localNext(%q) = %q, want %q", tc.next, got, tc.want)
+			}
+		})
+	}
+}

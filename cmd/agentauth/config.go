@@ -48,6 +48,7 @@ type Config struct {
 	PublicURL            string
 	OIDCIssuers          string
 	OIDCAudience         string
+	OIDCAccessTokenTyp   string
 	DevIdP               string
 	LoginClientID        string
 	LoginSecret          string
@@ -110,6 +111,7 @@ var options = []option{
 	{name: "public-url", usage: "base URL agentauth's HTTP edge is reached at: the issuer of the tokens it mints (default http://<http-listen>)", ptr: func(c *Config) any { return &c.PublicURL }},
 	{name: "oidc-issuers", usage: "comma-separated OpenID Connect issuer URLs whose user tokens agentauth accepts (e.g. https://tenant.auth0.com/)", ptr: func(c *Config) any { return &c.OIDCIssuers }},
 	{name: "oidc-audience", def: "agentauth", usage: "audience user tokens must carry", ptr: func(c *Config) any { return &c.OIDCAudience }},
+	{name: "oidc-access-token-typ", usage: "at+jwt: every --oidc-issuers issuer marks its access tokens typ at+jwt (RFC 9068), and a token without it (an ID token) is refused where an access token is expected; empty: not required, so ID tokens with the audience pass as access tokens. Never applied to the development provider, whose access tokens are typ JWT", ptr: func(c *Config) any { return &c.OIDCAccessTokenTyp }},
 	{name: "dev-idp", def: "auto", usage: "the built-in development OpenID provider at <public-url>/dev-idp (users alice and bob): auto (on when no --oidc-issuers), on, or off", ptr: func(c *Config) any { return &c.DevIdP }},
 	{name: "login-client-id", def: "agentauth-web", usage: "OAuth client id of agentauth's browser login (/login) at the first OpenID issuer (or the development provider)", ptr: func(c *Config) any { return &c.LoginClientID }},
 	{name: "login-client-secret", secret: true, usage: "its client secret, for a confidential client (PKCE is used either way)", ptr: func(c *Config) any { return &c.LoginSecret }},
@@ -125,7 +127,7 @@ var options = []option{
 	{name: "openfga-token-issuer", usage: "client credentials for --openfga-url: token issuer (a host or URL)", ptr: func(c *Config) any { return &c.OpenFGATokenIssuer }},
 	{name: "openfga-audience", usage: "client credentials for --openfga-url: API audience", ptr: func(c *Config) any { return &c.OpenFGAAudience }},
 	{name: "openfga-store", def: "agentauth", usage: "name of the OpenFGA store (found or created at start)", ptr: func(c *Config) any { return &c.OpenFGAStore }},
-	{name: "fga-user-prefix", def: "user:", usage: "how a verified subject becomes an OpenFGA user (prefix + subject)", ptr: func(c *Config) any { return &c.FGAUserPrefix }},
+	{name: "fga-user-prefix", def: "user:", usage: "how a verified user becomes an OpenFGA user: prefix + subject for the first issuer's users, prefix + <issuer host>|subject for the others", ptr: func(c *Config) any { return &c.FGAUserPrefix }},
 	{name: "embeddings-url", usage: "an OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI); default: the built-in lexical embedder", ptr: func(c *Config) any { return &c.EmbeddingsURL }},
 	{name: "embeddings-model", usage: "model name for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsModel }},
 	{name: "embeddings-api-key", secret: true, usage: "API key for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsKey }},
@@ -282,6 +284,10 @@ func optionNames() string {
 	return strings.Join(names, ", ")
 }
 
+// accessTokenTyped says whether the --oidc-issuers issuers mark access
+// tokens typ at+jwt (identity.IssuerConfig.DistinguishesTokenTypes).
+func (c Config) accessTokenTyped() bool { return c.OIDCAccessTokenTyp != "" }
+
 // syncPolicy interprets JetStreamSync.
 func (c Config) syncPolicy() (always bool, interval time.Duration, err error) {
 	if c.JetStreamSync == "always" {
@@ -312,6 +318,11 @@ func (c Config) validate() error {
 		if err := schemas.ValidAgentID(c.AnonymousAgent); err != nil {
 			errs = append(errs, fmt.Errorf("anonymous-agent: %w", err))
 		}
+	}
+	switch strings.ToLower(c.OIDCAccessTokenTyp) {
+	case "", "at+jwt", "application/at+jwt":
+	default:
+		errs = append(errs, fmt.Errorf("oidc-access-token-typ %q: use at+jwt, or leave it empty not to require a typ", c.OIDCAccessTokenTyp))
 	}
 	switch c.DevIdP {
 	case "auto", "on", "off":

@@ -264,3 +264,54 @@ func sessionEntries(t *testing.T, m *Main) map[string]string {
 	}
 	return out
 }
+
+// TestLoginNextStaysLocal: after a login the browser goes to next only
+// when it is a path on this site; whatever a browser could read as
+// another site (a backslash or a tab becomes a slash to it) ends at
+// /whoami. Each query is sent as given.
+func TestLoginNextStaysLocal(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	for _, tc := range []struct{ name, query, want string }{
+		{"backslash", `next=/\evil.example`, "/whoami"},
+		{"encoded backslash", "next=/%5Cevil.example", "/whoami"},
+		{"tab", "next=/%09/evil.example", "/whoami"},
+		{"scheme-relative", "next=//evil.example", "/whoami"},
+		{"absolute", "next=https://evil.example", "/whoami"},
+		{"local path", "next=" + url.QueryEscape("/ok/path?x=1"), "/ok/path?x=1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hc := browser(t)
+			var callback *url.URL
+			hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+				if req.URL.Path == "/callback" {
+					callback = req.URL
+					return http.ErrUseLastResponse
+				}
+				return nil
+			}
+			resp, page := get(t, hc, m.PublicURL()+"/login?"+tc.query)
+			logIn(t, hc, resp, page, "alice", "alice-dev-password")
+			if callback == nil {
+				t.Fatal("the provider did not send the browser back to /callback")
+			}
+			// One round trip, no redirect followed: the client would refuse
+			// to parse some of the Locations under test.
+			req, _ := http.NewRequest(http.MethodGet, callback.String(), nil)
+			for _, c := range hc.Jar.Cookies(callback) {
+				req.AddCookie(c)
+			}
+			r, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if r.StatusCode != http.StatusFound {
+				t.Fatalf("callback: %s %s", r.Status, body)
+			}
+			if got := r.Header.Get("Location"); got != tc.want {
+				t.Errorf("after login the browser goes to %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

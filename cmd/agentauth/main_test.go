@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -719,5 +720,55 @@ func TestPortInUse(t *testing.T) {
 	_ = m2.Close(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "--http-listen") {
 		t.Errorf("got %v, want an error that names --http-listen", err)
+	}
+}
+
+// TestConfigAccessTokenTyp: --oidc-access-token-typ comes from a flag,
+// the environment or the file like every option, is shown by `agentauth
+// config`, and takes at+jwt or nothing.
+func TestConfigAccessTokenTyp(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agentauth.yaml")
+	if err := os.WriteFile(file, []byte("oidc-access-token-typ: at+jwt\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    string
+		typed   bool
+		wantErr bool
+	}{
+		{name: "default", want: "", typed: false},
+		{name: "flag", args: []string{"--oidc-access-token-typ", "at+jwt"}, want: "at+jwt", typed: true},
+		{name: "media type", args: []string{"--oidc-access-token-typ", "application/at+jwt"}, want: "application/at+jwt", typed: true},
+		{name: "env", env: map[string]string{"AGENTAUTH_OIDC_ACCESS_TOKEN_TYP": "at+jwt"}, want: "at+jwt", typed: true},
+		{name: "file", args: []string{"--config", file}, want: "at+jwt", typed: true},
+		{name: "not at+jwt", args: []string{"--oidc-access-token-typ", "JWT"}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := &cobra.Command{Use: "serve"}
+			cf := addConfigFlags(cmd.Flags())
+			if err := cmd.Flags().Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, _, err := cf.load(func(k string) string { return tc.env[k] })
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "oidc-access-token-typ") {
+					t.Errorf("got %v, want an error naming oidc-access-token-typ", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.OIDCAccessTokenTyp != tc.want || cfg.accessTokenTyped() != tc.typed {
+				t.Errorf("got %q (typed %v), want %q (typed %v)", cfg.OIDCAccessTokenTyp, cfg.accessTokenTyped(), tc.want, tc.typed)
+			}
+		})
+	}
+	out := runCLI(t, "config", "--oidc-access-token-typ", "at+jwt")
+	if !regexp.MustCompile(`(?m)^oidc-access-token-typ\s+at\+jwt\s+flag\s+AGENTAUTH_OIDC_ACCESS_TOKEN_TYP$`).MatchString(out) {
+		t.Errorf("config output does not show the setting:\n%s", out)
 	}
 }

@@ -480,7 +480,11 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 
 	var issuers []identity.IssuerConfig
 	for _, iss := range issuerList(m.Config.OIDCIssuers) {
-		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
+		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience,
+			DistinguishesTokenTypes: m.Config.accessTokenTyped()})
+	}
+	if m.Config.accessTokenTyped() && len(issuers) == 0 {
+		m.Log.Warn("--oidc-access-token-typ applies to --oidc-issuers only, and none is set: the development provider's access tokens are typ JWT, its ID tokens pass as access tokens")
 	}
 	if m.Config.DevIdP == "on" || m.Config.DevIdP == "auto" && len(issuers) == 0 {
 		h, iss, err := m.startDevIdP()
@@ -488,8 +492,9 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 			return err
 		}
 		m.devIdP = h
-		// Its ID and access tokens carry the same typ and audience, so
-		// they cannot be told apart (docs/NOTES.md).
+		// Its ID and access tokens carry the same typ (JWT) and audience,
+		// so they cannot be told apart, whatever --oidc-access-token-typ
+		// says (docs/NOTES.md).
 		issuers = append(issuers, identity.IssuerConfig{Issuer: iss, Audience: m.Config.OIDCAudience})
 	}
 	if len(issuers) > 0 {

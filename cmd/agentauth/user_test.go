@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -182,4 +183,89 @@ func TestDevIdPRefusesNonLoopback(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--dev-idp-force") {
 		t.Errorf("got %v, want a refusal naming --dev-idp-force", err)
 	}
+}
+
+// TestAccessTokenTypRequired: with --oidc-access-token-typ at+jwt, a
+// token of an --oidc-issuers issuer that is not typ at+jwt (an ID token
+// with our audience, or an access token of an issuer that does not mark
+// them) is refused where an access token is expected, and an at+jwt
+// access token still passes; without it, nothing changes. The issuers
+// are another agentauth: its development provider (typ JWT on both kinds
+// of token) and its own token endpoint (typ at+jwt).
+func TestAccessTokenTypRequired(t *testing.T) {
+	ext := MustMain(t, testConfig(t))
+	ctx := context.Background()
+	idToken := strings.TrimSpace(runCLI(t, "dev", "token", "alice", "--id-token", "--url", ext.PublicURL()))
+	access := devToken(t, ext, "alice")
+	creds := MustRegister(t, ext, "minting-bot", agents.Policy{Audiences: []string{"agentauth"}})
+	minter, err := client.Connect(ctx, client.Options{Credentials: &creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer minter.Close()
+	typed, err := minter.Exchange(ctx, access, "agentauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, token, typ string }{
+		{"ID token", idToken, "JWT"},
+		{"development access token", access, "JWT"},
+		{"exchanged token", typed.AccessToken, "at+jwt"},
+	} {
+		if got := joseHeader(t, tt.token)["typ"]; got != tt.typ {
+			t.Fatalf("%s: typ %v, want %s", tt.name, got, tt.typ)
+		}
+	}
+
+	for _, tc := range []struct {
+		typ                  string
+		idToken, accessToken bool // accepted?
+	}{
+		{typ: "", idToken: true, accessToken: true},
+		{typ: "at+jwt", idToken: false, accessToken: false},
+	} {
+		t.Run("typ="+tc.typ, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.DevIdP = "off"
+			cfg.OIDCIssuers = devIdPIssuer(ext.PublicURL()) + "," + ext.PublicURL()
+			cfg.OIDCAccessTokenTyp = tc.typ
+			m := MustMain(t, cfg)
+			c := MustAgent(t, m, "bot")
+			for _, tt := range []struct {
+				name   string
+				token  string
+				accept bool
+			}{
+				{"ID token", idToken, tc.idToken},
+				{"typ JWT access token", access, tc.accessToken},
+				{"at+jwt access token", typed.AccessToken, true},
+			} {
+				me, err := c.WhoAmI(ctx, tt.token)
+				if tt.accept {
+					if err != nil || me.Subject != "dev-alice" {
+						t.Errorf("%s: got %+v, %v; want dev-alice", tt.name, me, err)
+					}
+					continue
+				}
+				var ce *client.Error
+				if !errors.As(err, &ce) || ce.Code != schemas.CodeUnauthenticated || !strings.Contains(ce.Message, "marks access tokens with typ at+jwt") {
+					t.Errorf("%s: got %+v, %v; want code %s, wrong token type", tt.name, me, err, schemas.CodeUnauthenticated)
+				}
+			}
+		})
+	}
+}
+
+// joseHeader decodes the JOSE header of a compact JWS.
+func joseHeader(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
