@@ -63,6 +63,9 @@ type Request struct {
 	// by IntervalStep on each slow_down and kept.
 	Interval int       `json:"interval"`
 	LastPoll time.Time `json:"last_poll,omitzero"`
+	// Slowed: the poll at LastPoll was answered slow_down, and Interval
+	// holds its raise.
+	Slowed bool `json:"slowed,omitempty"`
 	// State is schemas.ApprovalPending, Approved, Denied or Expired.
 	State     string    `json:"state"`
 	DecidedAt time.Time `json:"decided_at,omitzero"` // or expired at
@@ -82,6 +85,10 @@ type Request struct {
 	// NotAfter is the expiry of the user token the agent presented, if
 	// any; the minted token does not outlive it.
 	NotAfter time.Time `json:"not_after,omitzero"`
+	// Background: the agent named the person by login_hint. The decision
+	// checks it against the agent's policy again (background_audiences).
+	// Requests stored before the field existed read as false.
+	Background bool `json:"background,omitempty"`
 }
 
 // Store keeps requests with compare-and-set. Implementations:
@@ -181,9 +188,11 @@ func RecordKey(id string) string {
 // ValidBindingMessage checks a binding message: required, at most
 // MaxBindingMessage characters, valid UTF-8, and only graphic characters
 // (letters, marks, numbers, punctuation, symbols, spaces) — no control
-// characters (newline, tab, …), no format characters (bidi controls such
-// as U+202E, zero-width characters such as U+200B and U+FEFF), no line or
-// paragraph separators, no private-use or unassigned code points.
+// characters (newline, tab, …), no line or paragraph separators, no
+// private-use or unassigned code points, and nothing Invisible (bidi
+// controls such as U+202E, zero-width characters such as U+200B and
+// U+FEFF, variation selectors, the combining grapheme joiner, Hangul
+// fillers). A message of spaces and invisible characters only is blank.
 func ValidBindingMessage(m string) error {
 	if err := printable(schemas.CodeInvalidBindingMessage, "binding_message", m, MaxBindingMessage); err != nil {
 		return err
@@ -207,8 +216,8 @@ func printable(code schemas.ErrorCode, field, s string, max int) error {
 				return errorf(code, "%s is not valid UTF-8", field)
 			}
 		}
-		if !unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r) {
-			return errorf(code, "%s may hold only printable characters: %U at character %d is a control, format (bidi, zero-width) or separator character", field, r, n+1)
+		if !unicode.IsGraphic(r) || Invisible(r) {
+			return errorf(code, "%s may hold only printable characters: %U at character %d is a control, separator or invisible (bidi, zero-width, variation selector, filler) character", field, r, n+1)
 		}
 		n++
 	}
@@ -218,11 +227,24 @@ func printable(code schemas.ErrorCode, field, s string, max int) error {
 	return nil
 }
 
+// isBlank: s shows nothing (spaces and invisible characters only).
 func isBlank(s string) bool {
 	for _, r := range s {
-		if !unicode.IsSpace(r) {
+		if !unicode.IsSpace(r) && !Invisible(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// Invisible reports whether r is one of Unicode's default-ignorable code
+// points (Default_Ignorable_Code_Point), which render as nothing or change
+// how their neighbours render: format characters (Cf: bidi controls,
+// zero-width characters, U+FEFF, soft hyphen), variation selectors
+// (U+FE00–FE0F, U+E0100–E01EF, the Mongolian free variation selectors),
+// and the other default-ignorables (the combining grapheme joiner U+034F,
+// Hangul fillers U+115F, U+1160, U+3164, U+FFA0, …). A binding message
+// must hold none; the inbox shows them as [U+XXXX].
+func Invisible(r rune) bool {
+	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }

@@ -67,6 +67,21 @@ func TestApprovalBindingMessage(t *testing.T) {
 		{"paragraph separator U+2029", "Pay\u202910", false},
 		{"private use U+E000", "Pay\ue00010", false},
 		{"invalid utf-8", "Pay \xff10", false},
+		{"hangul filler U+3164 alone", "\u3164", false},
+		{"hangul filler U+3164 among spaces", " \u3164 ", false},
+		{"hangul choseong filler U+115F", "\u115fx", false},
+		{"hangul jungseong filler U+1160", "Pay\u116010", false},
+		{"halfwidth hangul filler U+FFA0", "Pay\uffa010", false},
+		{"combining grapheme joiner U+034F", "Pay\u034f10", false},
+		{"variation selector 16 U+FE0F", "Pay\ufe0f10", false},
+		{"emoji with variation selector", "I \u2764\ufe0f it", false},
+		{"variation selector 17 U+E0100", "\U000E0100x", false},
+		{"mongolian free variation selector U+180B", "Pay\u180b10", false},
+		{"khmer inherent vowel U+17B4", "Pay\u17b410", false},
+		{"cjk", "購入 1 冊 ¥3,200 — 書店", true},
+		{"hangul", "책 1권 구매 32,000원", true},
+		{"combining accent", "Cafe\u0301 12 EUR", true},
+		{"emoji without variation selector", "Pay 10 EUR 💶 🛒", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -55,6 +56,11 @@ type Service struct {
 	Minter Minter
 	Sealer Sealer
 	Agents AgentLookup
+	// DefaultIssuer is the default (first configured) issuer: the tokens
+	// approvals mint name its users by their bare subject, any other
+	// issuer's by a qualified id (identity.UserID), and always carry the
+	// user's issuer (user_iss). Empty: every user is qualified.
+	DefaultIssuer string
 	// Types checks authorization details; nil refuses every detail.
 	Types    *TypeRegistry
 	TokenTTL time.Duration // lifetime of minted tokens; default 5 min
@@ -124,23 +130,15 @@ func (s *Service) tokenTTL() time.Duration {
 // not fail the request: it is stored, and Pending lists it for the
 // person's apps when they load.
 func (s *Service) Request(ctx context.Context, n NewRequest) (Request, error) {
-	d, p := n.Data, n.Agent.Policy
+	d := n.Data
 	if err := ValidBindingMessage(d.BindingMessage); err != nil {
 		return Request{}, err
 	}
 	if d.Audience == "" {
 		return Request{}, errorf(schemas.CodeSchemaViolation, "audience is required: the API the approved token is for")
 	}
-	if !slices.Contains(p.ApprovalAudiences, d.Audience) {
-		return Request{}, errorf(schemas.CodeDenied, "agent %s may not ask for approvals for audience %q (its policy's approval_audiences)", n.Agent.ID, d.Audience)
-	}
-	for _, sc := range d.Scopes {
-		if !slices.Contains(p.ApprovalScopes, sc) {
-			return Request{}, errorf(schemas.CodeDenied, "agent %s may not ask for scope %q in approvals (its policy's approval_scopes)", n.Agent.ID, sc)
-		}
-	}
-	if n.Background && !slices.Contains(p.BackgroundAudiences, d.Audience) {
-		return Request{}, errorf(schemas.CodeDenied, "agent %s may not name the person by login_hint for audience %q: present the person's token (or add the audience to background_audiences)", n.Agent.ID, d.Audience)
+	if why := disallowed(n.Agent.Policy, d.Audience, d.Scopes, n.Background); why != "" {
+		return Request{}, errorf(schemas.CodeDenied, "agent %s may not %s", n.Agent.ID, why)
 	}
 	expiry := DefaultExpiry
 	if d.RequestedExpiry != 0 {
@@ -164,7 +162,7 @@ func (s *Service) Request(ctx context.Context, n NewRequest) (Request, error) {
 		ID: s.newID(n.Agent.ID, n.EventID), Agent: n.Agent.ID, User: n.User, BindingMessage: d.BindingMessage,
 		Audience: d.Audience, Scopes: slices.Clone(d.Scopes), AuthorizationDetails: details,
 		Created: now, Expires: now.Add(expiry), Interval: DefaultInterval,
-		State: schemas.ApprovalPending, EventID: n.EventID,
+		State: schemas.ApprovalPending, EventID: n.EventID, Background: n.Background,
 	}
 	if r.Scopes == nil {
 		r.Scopes = []string{}
@@ -188,14 +186,38 @@ func (s *Service) Request(ctx context.Context, n NewRequest) (Request, error) {
 	return stored, nil
 }
 
+// disallowed says what of an approval for audience and scopes the policy
+// p does not allow, as the end of a sentence ("ask for scope …"); "" when
+// it allows all of it. background: the person was named by login_hint.
+// Request and the decision (mint) both check through it, so an approval
+// is minted only while the agent's current policy still allows it.
+func disallowed(p agents.Policy, audience string, scopes []string, background bool) string {
+	if !slices.Contains(p.ApprovalAudiences, audience) {
+		return fmt.Sprintf("ask for approvals for audience %q (its policy's approval_audiences)", audience)
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(p.ApprovalScopes, sc) {
+			return fmt.Sprintf("ask for scope %q in approvals (its policy's approval_scopes)", sc)
+		}
+	}
+	if background && !slices.Contains(p.BackgroundAudiences, audience) {
+		return fmt.Sprintf("name the person by login_hint for audience %q: present the person's token (or add the audience to background_audiences)", audience)
+	}
+	return ""
+}
+
 // Decide records the person's decision, exactly once per request: the
 // first decision to win the compare-and-set stands, any other gets
 // already_decided. On approval one token is minted and sealed to the
 // agent before the write, and stored with the decision; a decider that
 // loses the write discards its token unused, so at most one token per
-// request is ever stored or handed out. Errors are *Error: not_found,
-// forbidden (another person, or the agent itself), already_decided,
-// expired_token, schema_violation (comment), unavailable.
+// request is ever stored or handed out. An approval the agent's current
+// policy no longer allows (it was narrowed after the request) mints
+// nothing: the request is stored as denied, with the reason as its
+// comment, and announced like any denial, and Decide returns denied.
+// Errors are *Error: not_found, forbidden (another person, or the agent
+// itself), already_decided, denied, expired_token, schema_violation
+// (comment), unavailable.
 func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 	if err := printable(schemas.CodeSchemaViolation, "comment", d.Comment, MaxComment); err != nil {
 		return Request{}, err
@@ -215,6 +237,7 @@ func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 	}
 	var minted *identity.Minted
 	var token *schemas.ApprovalToken
+	var refused *Error // the policy no longer allows the approval
 	for range maxCAS {
 		if r.State != schemas.ApprovalPending {
 			return Request{}, alreadyDecided(r)
@@ -224,17 +247,24 @@ func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 			s.expire(ctx, r, rev)
 			return Request{}, errorf(schemas.CodeExpiredToken, "the approval request expired before the decision")
 		}
-		if d.Approve && token == nil {
+		if d.Approve && token == nil && refused == nil {
 			m, t, err := s.mint(ctx, r)
-			if err != nil {
+			switch {
+			case CodeOf(err) == schemas.CodeDenied:
+				errors.As(err, &refused)
+			case err != nil:
 				return Request{}, err
+			default:
+				minted, token = &m, t
 			}
-			minted, token = &m, t
 		}
 		next := r
 		next.DecidedAt, next.DecidedBy, next.Comment = now, d.By, d.Comment
 		next.State = schemas.ApprovalDenied
-		if d.Approve {
+		switch {
+		case refused != nil:
+			next.Comment = refused.Msg
+		case d.Approve:
 			next.State, next.Token = schemas.ApprovalApproved, token
 		}
 		nrev, err := s.Store.Update(ctx, next, rev)
@@ -242,8 +272,15 @@ func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 			if minted != nil {
 				s.audit("token", "minted", next, minted)
 			}
+			if refused != nil {
+				s.log().Warn("approval refused at decision: the agent's policy no longer allows it; stored as denied",
+					"auth_req_id_fp", schemas.Fingerprint(next.ID), "agent", next.Agent, "reason", refused.Msg)
+			}
 			s.audit("request", next.State, next, nil)
 			s.announce(ctx, next, nrev)
+			if refused != nil {
+				return Request{}, refused
+			}
 			return next, nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -257,7 +294,9 @@ func (s *Service) Decide(ctx context.Context, d Decision) (Request, error) {
 	return Request{}, errorf(schemas.CodeUnavailable, "the approval request is changing too often; try again")
 }
 
-// mint mints and seals the token of an approval.
+// mint mints and seals the token of an approval, after checking it
+// against the agent's current policy as Request did; denied, minting
+// nothing, when the policy no longer allows it.
 func (s *Service) mint(ctx context.Context, r Request) (identity.Minted, *schemas.ApprovalToken, error) {
 	a, err := s.Agents.Agent(ctx, r.Agent)
 	if agents.IsNotFound(err) {
@@ -266,12 +305,16 @@ func (s *Service) mint(ctx context.Context, r Request) (identity.Minted, *schema
 	if err != nil {
 		return identity.Minted{}, nil, unavailable("decide", err)
 	}
+	if why := disallowed(a.Policy, r.Audience, r.Scopes, r.Background); why != "" {
+		return identity.Minted{}, nil, errorf(schemas.CodeDenied, "the agent's policy no longer allows this approval: agent %s may not %s; nothing was minted and the request is denied", r.Agent, why)
+	}
 	var details any
 	if len(r.AuthorizationDetails) > 0 {
 		details = r.AuthorizationDetails
 	}
 	m, err := s.Minter.Mint(identity.Grant{
-		Subject: r.User.Subject, Actor: r.Agent, Audience: r.Audience, Scopes: r.Scopes,
+		Subject: identity.UserID(s.DefaultIssuer, r.User.Issuer, r.User.Subject), Issuer: r.User.Issuer,
+		Actor: r.Agent, Audience: r.Audience, Scopes: r.Scopes,
 		TTL: s.tokenTTL(), NotAfter: notAfter(r), AuthorizationDetails: details,
 	})
 	if err != nil {
@@ -313,8 +356,12 @@ func alreadyDecided(r Request) *Error {
 // slow_down (with RetryAfter, the interval to keep), access_denied,
 // expired_token, or invalid_grant for an unknown id, another agent's, or
 // one already redeemed. A poll sooner than the interval after the last
-// one raises the stored interval by IntervalStep; polls less than a
-// second apart are answered slow_down without a write.
+// one raises the stored interval by IntervalStep, and the raise is stored
+// before slow_down is answered, so it holds for every later poll. The one
+// poll not written is a too-fast poll within pollWriteGap of a recorded
+// poll that was itself answered slow_down: its raise is already stored,
+// and it is answered slow_down with that interval, so a client polling in
+// a tight loop causes at most about one write per pollWriteGap.
 func (s *Service) Status(ctx context.Context, agent agents.Agent, id string) (Request, error) {
 	for range maxCAS {
 		r, rev, err := s.Store.Get(ctx, id)
@@ -333,14 +380,15 @@ func (s *Service) Status(ctx context.Context, agent agents.Agent, id string) (Re
 			}
 			since := now.Sub(r.LastPoll)
 			tooFast := !r.LastPoll.IsZero() && since < time.Duration(r.Interval)*time.Second
-			if tooFast && since < pollWriteGap {
-				// Hammering: answer without writing, so that polls
+			if tooFast && since < pollWriteGap && r.Slowed {
+				// Hammering: the last recorded poll raised the interval
+				// already; answer with it without writing, so that polls
 				// cannot crowd out a decision's compare-and-set.
 				return Request{}, &Error{Code: schemas.CodeSlowDown, Msg: "polling too fast: wait the interval between polls",
-					RetryAfter: time.Duration(r.Interval+IntervalStep) * time.Second}
+					RetryAfter: time.Duration(r.Interval) * time.Second}
 			}
 			next := r
-			next.LastPoll = now
+			next.LastPoll, next.Slowed = now, tooFast
 			if tooFast {
 				next.Interval += IntervalStep
 			}

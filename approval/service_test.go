@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -243,7 +244,7 @@ func newEnv(tb testing.TB) *env {
 // service is a Service on st, as one agentauth instance.
 func (e *env) service(st approval.Store, now func() time.Time) *approval.Service {
 	return &approval.Service{Store: st, Events: e.events, Minter: e.minter, Sealer: e.sealer, Agents: e.agents,
-		Types: e.types, Now: now, Log: quiet}
+		DefaultIssuer: alice.Issuer, Types: e.types, Now: now, Log: quiet}
 }
 
 const purchase = `{"type":"purchase","item":"Go & <friends> \u00e9dition","amount":32.50,"currency":"EUR","merchant":"Shop"}`
@@ -568,6 +569,102 @@ func TestApprovalDecideApprove(t *testing.T) {
 	}
 }
 
+// TestApprovalDecidePolicyNarrowed: the agent's policy is checked again
+// when the person approves; an approval it no longer allows mints nothing
+// and ends as a denial the agent sees, on its feed and when it polls.
+func TestApprovalDecidePolicyNarrowed(t *testing.T) {
+	tests := []struct {
+		name       string
+		background bool
+		narrow     func(*agents.Policy)
+		reason     string
+	}{
+		{"audience removed", false, func(p *agents.Policy) { p.ApprovalAudiences = []string{bank} }, "approval_audiences"},
+		{"scope removed", false, func(p *agents.Policy) { p.ApprovalScopes = []string{"read"} }, "approval_scopes"},
+		{"background audience removed", true, func(p *agents.Policy) { p.BackgroundAudiences = nil }, "background_audiences"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			r := e.mustRequest(t, func(n *approval.NewRequest) { n.Background = tt.background })
+			a := e.agents[e.agent.ID]
+			tt.narrow(&a.Policy)
+			e.agents[a.ID] = a
+			_, err := e.svc.Decide(t.Context(), approve(r.ID))
+			if ae := wantCode(t, err, schemas.CodeDenied); !strings.Contains(ae.Msg, "policy no longer allows") || !strings.Contains(ae.Msg, tt.reason) {
+				t.Errorf("message %q: want it to say the policy no longer allows it (%s)", ae.Msg, tt.reason)
+			}
+			if n := e.minter.n.Load(); n != 0 {
+				t.Errorf("minted %d tokens, want 0", n)
+			}
+			st := e.stored(t, r.ID)
+			if st.State != schemas.ApprovalDenied || st.Token != nil || !strings.Contains(st.Comment, "policy no longer allows") {
+				t.Errorf("stored %s, token %v, comment %q; want denied, no token, the reason", st.State, st.Token, st.Comment)
+			}
+			feed := e.events.feedFor(r.ID)
+			if len(feed) != 1 || feed[0].data.Status != schemas.ApprovalDenied || feed[0].data.Token != nil || feed[0].data.Comment != st.Comment {
+				t.Errorf("feed: %+v, want one denial with the reason", feed)
+			}
+			if notes := e.events.notesFor(r.ID); len(notes) != 2 || notes[1].verb != "resolved" || notes[1].data.Status != schemas.ApprovalDenied {
+				t.Errorf("notifications: %+v, want requested then resolved (denied)", notes)
+			}
+			if got, want := e.events.auditsFor(r.ID), []string{"requested", "notified", "denied"}; !slices.Equal(got, want) {
+				t.Errorf("audit: got %v, want %v", got, want)
+			}
+			_, err = e.svc.Status(t.Context(), e.agent, r.ID)
+			wantCode(t, err, schemas.CodeAccessDenied)
+			_, err = e.svc.Decide(t.Context(), approve(r.ID))
+			wantCode(t, err, schemas.CodeAlreadyDecided)
+		})
+	}
+}
+
+// TestApprovalTokenUserPerIssuer: the same subject at two issuers is two
+// people, and so are their approved tokens: the default issuer's user
+// keeps the bare subject, the other's is qualified, and both tokens name
+// the user's issuer (user_iss).
+func TestApprovalTokenUserPerIssuer(t *testing.T) {
+	e := newEnv(t)
+	otherAlice := approval.UserRef{Issuer: "https://login.other.example/t", Subject: alice.Subject}
+	tests := []struct {
+		name string
+		user approval.UserRef
+		sub  string
+	}{
+		{"default issuer", alice, "alice"},
+		{"another issuer", otherAlice, "login.other.example/t|alice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.mustRequest(t, func(n *approval.NewRequest) { n.User = tt.user })
+			d := approve(r.ID)
+			d.User = tt.user
+			got, err := e.svc.Decide(t.Context(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := agents.Open(e.seed, got.Token.SealedToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := jwt.ParseSigned(string(plain), []jose.SignatureAlgorithm{jose.ES256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims jwt.Claims
+			var extra struct {
+				UserIssuer *string `json:"user_iss"`
+			}
+			if err := parsed.Claims(e.minter.m.JWKS(), &claims, &extra); err != nil {
+				t.Fatal(err)
+			}
+			if claims.Subject != tt.sub || extra.UserIssuer == nil || *extra.UserIssuer != tt.user.Issuer {
+				t.Errorf("sub %q, user_iss %v; want %q, %q", claims.Subject, extra.UserIssuer, tt.sub, tt.user.Issuer)
+			}
+		})
+	}
+}
+
 func TestApprovalTokenNotAfterUserToken(t *testing.T) {
 	e := newEnv(t)
 	r := e.mustRequest(t, func(n *approval.NewRequest) { n.UserTokenExpiry = e.clock.Now().Add(time.Minute) })
@@ -787,7 +884,7 @@ func TestApprovalStatusPolling(t *testing.T) {
 	e.clock.Add(6 * time.Second)
 	poll(schemas.CodeSlowDown, 15*time.Second) // still faster than the new interval
 	e.clock.Add(100 * time.Millisecond)
-	poll(schemas.CodeSlowDown, 20*time.Second) // hammering: answered without a write
+	poll(schemas.CodeSlowDown, 15*time.Second) // hammering: the stored interval, without a write
 	if st := e.stored(t, r.ID); st.Interval != 15 {
 		t.Errorf("stored interval %d after a poll within a second, want 15", st.Interval)
 	}
@@ -816,6 +913,45 @@ func TestApprovalStatusPolling(t *testing.T) {
 	if feed := e.events.feedFor(r.ID); len(feed) != 1 || feed[0].data.Status != schemas.ApprovalExpired {
 		t.Errorf("feed: %+v, want one expired event", feed)
 	}
+}
+
+// TestApprovalSlowDownHolds: a too-fast poll within a second of the last
+// recorded one still raises the interval for good (SECURITY.md: "for this
+// and all later polls"); only a burst after a raise is answered without a
+// write.
+func TestApprovalSlowDownHolds(t *testing.T) {
+	e := newEnv(t)
+	r := e.mustRequest(t, nil)
+	poll := func(code schemas.ErrorCode, wait time.Duration) {
+		t.Helper()
+		_, err := e.svc.Status(t.Context(), e.agent, r.ID)
+		if ae := wantCode(t, err, code); ae.RetryAfter != wait {
+			t.Fatalf("%s: retry after %v, want %v", code, ae.RetryAfter, wait)
+		}
+	}
+	poll(schemas.CodeAuthorizationPending, 5*time.Second)
+	e.clock.Add(500 * time.Millisecond)
+	poll(schemas.CodeSlowDown, 10*time.Second)
+	if st := e.stored(t, r.ID); st.Interval != 10 {
+		t.Errorf("stored interval %d after slow_down, want 10", st.Interval)
+	}
+	e.clock.Add(5 * time.Second) // 5.5 s after the first poll, 5 s after the slow_down
+	poll(schemas.CodeSlowDown, 15*time.Second)
+	// A burst right after a raise: answered with the stored interval,
+	// and nothing written.
+	_, before, err := e.store.Get(t.Context(), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		e.clock.Add(10 * time.Millisecond)
+		poll(schemas.CodeSlowDown, 15*time.Second)
+	}
+	if st, after, err := e.store.Get(t.Context(), r.ID); err != nil || after != before || st.Interval != 15 {
+		t.Errorf("after a burst of polls: revision %d (was %d), interval %d, %v; want unchanged, 15", after, before, st.Interval, err)
+	}
+	e.clock.Add(15 * time.Second)
+	poll(schemas.CodeAuthorizationPending, 15*time.Second)
 }
 
 func TestApprovalStatusRedeemedOnce(t *testing.T) {

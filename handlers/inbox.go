@@ -482,9 +482,10 @@ func valueText(b json.RawMessage) string {
 	return visible(buf.String())
 }
 
-// visible shows control and format characters (bidi overrides, zero-width
-// characters) as [U+XXXX], so that no text can disguise itself or what
-// follows it. html/template escapes the rest.
+// visible shows every hidden character (controls, bidi overrides,
+// zero-width characters, variation selectors, fillers) as [U+XXXX], so
+// that no text can disguise itself or what follows it. html/template
+// escapes the rest.
 func visible(s string) string {
 	if !strings.ContainsFunc(s, hidden) {
 		return s
@@ -500,8 +501,12 @@ func visible(s string) string {
 	return b.String()
 }
 
+// hidden: r would not show as itself — the replacement character, a
+// control, a line or paragraph separator, or an approval.Invisible
+// (default-ignorable) character such as a variation selector or a Hangul
+// filler.
 func hidden(r rune) bool {
-	return r == unicode.ReplacementChar || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) ||
+	return r == unicode.ReplacementChar || unicode.IsControl(r) || approval.Invisible(r) ||
 		unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r)
 }
 

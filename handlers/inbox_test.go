@@ -474,6 +474,32 @@ func TestInboxViewDetail(t *testing.T) {
 	}
 }
 
+// TestInboxVisible: whatever would show as nothing (or change what
+// follows) is shown as [U+XXXX]; ordinary text is left alone.
+func TestInboxVisible(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "Buy 1 book for 12.50 EUR", "Buy 1 book for 12.50 EUR"},
+		{"accents, CJK, hangul, emoji", "Café 購入 책 구매 💶", "Café 購入 책 구매 💶"},
+		{"combining accent", "Cafe\u0301", "Cafe\u0301"},
+		{"bidi override", "Pay \u202e01", "Pay [U+202E]01"},
+		{"zero-width space", "Pay\u200b10", "Pay[U+200B]10"},
+		{"newline", "a\nb", "a[U+000A]b"},
+		{"hangul filler U+3164", "\u3164", "[U+3164]"},
+		{"hangul fillers U+115F, U+1160, U+FFA0", "\u115fx\u1160y\uffa0", "[U+115F]x[U+1160]y[U+FFA0]"},
+		{"combining grapheme joiner", "Pay\u034f10", "Pay[U+034F]10"},
+		{"variation selector 16", "Pay\ufe0f10", "Pay[U+FE0F]10"},
+		{"variation selector 17", "\U000E0100x", "[U+E0100]x"},
+		{"mongolian free variation selector", "a\u180bb", "a[U+180B]b"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := visible(tc.in); got != tc.want {
+				t.Errorf("visible(%+q) = %+q, want %+q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
 func jsonOf(t *testing.T, v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -18,7 +18,9 @@ import (
 type Retrieval struct {
 	User    *User // verifies user tokens for the principal in the subject
 	Service *retrieval.Service
-	// UserPrefix makes an OpenFGA user of a verified subject; default "user:".
+	// UserPrefix makes an OpenFGA user of a verified user's ID
+	// (identity.User.ID: the bare subject for the default issuer, a
+	// qualified id for any other); default "user:".
 	UserPrefix string
 	Audit      func(object, verb string, a schemas.AuditRetrieval)
 }
@@ -56,7 +58,7 @@ func (h *Retrieval) Query() bus.Handler {
 			prefix = "user:"
 		}
 		res, err := h.Service.Query(ctx, retrieval.Query{
-			User: prefix + u.Subject, Text: in.Query, Vector: in.Vector, K: in.K, Relation: in.Relation, Type: in.ObjectType,
+			User: prefix + u.ID, Text: in.Query, Vector: in.Vector, K: in.K, Relation: in.Relation, Type: in.ObjectType,
 			Collection: coll, Consistency: retrieval.Consistency(in.Consistency), Strategy: in.Strategy, Context: in.Context,
 		})
 		if err != nil {

@@ -12,6 +12,10 @@ import (
 type User struct {
 	Subject string // sub; never empty
 	Issuer  string // iss; one of the configured issuers
+	// ID names the user where one string must (the sub of tokens
+	// agentauth mints, the OpenFGA user): UserID of the verifier's default
+	// issuer (its first), Issuer and Subject. Set by Verify.
+	ID string
 	// Email is the email claim as the issuer states it. It is not an
 	// identifier: key users by (Issuer, Subject).
 	Email           string

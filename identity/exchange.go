@@ -26,7 +26,9 @@ type ExchangeRequest struct {
 
 // AuthorizeExchange decides an RFC 8693 exchange: the agent presenting
 // the verified user u's token gets a token for one audience its policy
-// names, with scopes its policy allows, never outliving u's token.
+// names, with scopes its policy allows, never outliving u's token. The
+// token's subject is u.ID (qualified unless u is of the default issuer),
+// and it names u's issuer (user_iss).
 func AuthorizeExchange(u *User, a agents.Agent, r ExchangeRequest) (Grant, error) {
 	if !a.Policy.AllowsAudience(r.Audience) {
 		allowed := "none"
@@ -44,5 +46,5 @@ func AuthorizeExchange(u *User, a agents.Agent, r ExchangeRequest) (Grant, error
 	if len(denied) > 0 {
 		return Grant{}, &PolicyError{fmt.Sprintf("agent %s may not ask for scopes %s; its policy allows: %s", a.ID, strings.Join(denied, ", "), strings.Join(a.Policy.Scopes, ", "))}
 	}
-	return Grant{Subject: u.Subject, Actor: a.ID, Audience: r.Audience, Scopes: r.Scopes, TTL: r.TTL, NotAfter: u.Expiry}, nil
+	return Grant{Subject: u.ID, Issuer: u.Issuer, Actor: a.ID, Audience: r.Audience, Scopes: r.Scopes, TTL: r.TTL, NotAfter: u.Expiry}, nil
 }

@@ -146,7 +146,13 @@ func (m *Minter) JWKS() jose.JSONWebKeySet { return m.jwks }
 
 // Grant is what a minted token says.
 type Grant struct {
-	Subject  string // the user (sub of their verified token)
+	// Subject is the user as UserID names them (User.ID): the bare sub of
+	// their token for the default issuer, "<issuer>|<sub>" otherwise.
+	Subject string
+	// Issuer is the user's issuer (the iss of their token), carried as the
+	// user_iss claim: an API that trusts users of several issuers reads
+	// the user from (user_iss, sub), never from sub alone.
+	Issuer   string
 	Actor    string // the agent (act.sub, azp)
 	Audience string // exactly one
 	Scopes   []string
@@ -170,20 +176,22 @@ type Minted struct {
 
 type delegatedClaims struct {
 	jwt.Claims
-	Scope   string `json:"scope,omitempty"`
-	Azp     string `json:"azp"`
-	Act     actor  `json:"act"`
-	Details any    `json:"authorization_details,omitempty"`
+	UserIssuer string `json:"user_iss"`
+	Scope      string `json:"scope,omitempty"`
+	Azp        string `json:"azp"`
+	Act        actor  `json:"act"`
+	Details    any    `json:"authorization_details,omitempty"`
 }
 
 type actor struct {
 	Sub string `json:"sub"`
 }
 
-// Mint signs a delegated access token for g.
+// Mint signs a delegated access token for g. Subject, Issuer, Actor and
+// Audience are required.
 func (m *Minter) Mint(g Grant) (Minted, error) {
-	if g.Subject == "" || g.Actor == "" || g.Audience == "" {
-		return Minted{}, errors.New("mint: subject, actor and audience are required")
+	if g.Subject == "" || g.Issuer == "" || g.Actor == "" || g.Audience == "" {
+		return Minted{}, errors.New("mint: subject, the user's issuer, actor and audience are required")
 	}
 	now := m.now()
 	ttl := g.TTL
@@ -206,10 +214,11 @@ func (m *Minter) Mint(g Grant) (Minted, error) {
 			Issuer: m.issuer, Subject: g.Subject, Audience: jwt.Audience{g.Audience}, ID: jti,
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp),
 		},
-		Scope:   joinScopes(scopes),
-		Azp:     g.Actor,
-		Act:     actor{Sub: g.Actor},
-		Details: g.AuthorizationDetails,
+		UserIssuer: g.Issuer,
+		Scope:      joinScopes(scopes),
+		Azp:        g.Actor,
+		Act:        actor{Sub: g.Actor},
+		Details:    g.AuthorizationDetails,
 	}
 	raw, err := jwt.Signed(m.signer).Claims(c).Serialize()
 	if err != nil {

@@ -15,9 +15,10 @@ import (
 
 type mintedClaims struct {
 	jwt.Claims
-	Scope string `json:"scope"`
-	Azp   string `json:"azp"`
-	Act   struct {
+	UserIssuer string `json:"user_iss"`
+	Scope      string `json:"scope"`
+	Azp        string `json:"azp"`
+	Act        struct {
 		Sub string `json:"sub"`
 	} `json:"act"`
 }
@@ -58,12 +59,12 @@ func TestMint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.Mint(Grant{Subject: "alice", Actor: "billing-bot", Audience: "https://api", Scopes: []string{"orders:read", "orders:write"}, NotAfter: now.Add(time.Hour)})
+	got, err := m.Mint(Grant{Subject: "alice", Issuer: "https://idp.example", Actor: "billing-bot", Audience: "https://api", Scopes: []string{"orders:read", "orders:write"}, NotAfter: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := verifyMinted(t, m, got.Token, now)
-	if c.Subject != "alice" || c.Act.Sub != "billing-bot" || c.Azp != "billing-bot" || len(c.Audience) != 1 || c.Audience[0] != "https://api" {
+	if c.Subject != "alice" || c.UserIssuer != "https://idp.example" || c.Act.Sub != "billing-bot" || c.Azp != "billing-bot" || len(c.Audience) != 1 || c.Audience[0] != "https://api" {
 		t.Errorf("claims %+v", c)
 	}
 	if c.Scope != "orders:read orders:write" || c.ID != got.JTI || got.JTI == "" {
@@ -76,17 +77,17 @@ func TestMint(t *testing.T) {
 		t.Errorf("fingerprint %q", got.Fingerprint)
 	}
 	// Never outlives the user's token, never more than MaxTTL, unique jti.
-	short, _ := m.Mint(Grant{Subject: "alice", Actor: "a", Audience: "x", NotAfter: now.Add(time.Minute), TTL: time.Hour})
+	short, _ := m.Mint(Grant{Subject: "alice", Issuer: "i", Actor: "a", Audience: "x", NotAfter: now.Add(time.Minute), TTL: time.Hour})
 	if !short.Expiry.Equal(now.Add(time.Minute)) {
 		t.Errorf("exp %v, want the user's token's", short.Expiry)
 	}
 	if short.JTI == got.JTI {
 		t.Error("jti repeated")
 	}
-	if _, err := m.Mint(Grant{Subject: "alice", Actor: "a", Audience: "x", NotAfter: now.Add(-time.Second)}); err == nil {
+	if _, err := m.Mint(Grant{Subject: "alice", Issuer: "i", Actor: "a", Audience: "x", NotAfter: now.Add(-time.Second)}); err == nil {
 		t.Error("minted for an expired user token")
 	}
-	for _, g := range []Grant{{Actor: "a", Audience: "x"}, {Subject: "s", Audience: "x"}, {Subject: "s", Actor: "a"}} {
+	for _, g := range []Grant{{Issuer: "i", Actor: "a", Audience: "x"}, {Subject: "s", Actor: "a", Audience: "x"}, {Subject: "s", Issuer: "i", Audience: "x"}, {Subject: "s", Issuer: "i", Actor: "a"}} {
 		if _, err := m.Mint(g); err == nil {
 			t.Errorf("Mint(%+v): want an error", g)
 		}
@@ -97,7 +98,7 @@ func TestRotate(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	k1, _ := NewSigningKey(now)
 	m1, _ := NewMinter("iss", []SigningKey{k1}, func() time.Time { return now })
-	old, _ := m1.Mint(Grant{Subject: "s", Actor: "a", Audience: "x"})
+	old, _ := m1.Mint(Grant{Subject: "s", Issuer: "i", Actor: "a", Audience: "x"})
 
 	keys, err := Rotate([]SigningKey{k1}, now.Add(time.Minute), MaxTTL)
 	if err != nil {
@@ -112,7 +113,7 @@ func TestRotate(t *testing.T) {
 	}
 	// A token signed before the rotation still verifies against the new JWKS.
 	verifyMinted(t, m2, old.Token, now.Add(time.Minute))
-	fresh, _ := m2.Mint(Grant{Subject: "s", Actor: "a", Audience: "x"})
+	fresh, _ := m2.Mint(Grant{Subject: "s", Issuer: "i", Actor: "a", Audience: "x"})
 	if tok, _ := jwt.ParseSigned(fresh.Token, []jose.SignatureAlgorithm{jose.ES256}); tok.Headers[0].KeyID != m2.KeyID() {
 		t.Error("new tokens are not signed with the new key")
 	}
@@ -133,10 +134,10 @@ func TestRotate(t *testing.T) {
 }
 
 func TestAuthorizeExchange(t *testing.T) {
-	u := &User{Subject: "alice", Expiry: time.Now().Add(time.Hour)}
+	u := &User{Subject: "00u1abc", Issuer: "https://login.example.com", ID: "login.example.com|00u1abc", Expiry: time.Now().Add(time.Hour)}
 	a := agents.Agent{ID: "bot", Policy: agents.Policy{Audiences: []string{"https://api"}, Scopes: []string{"read"}}}
 	g, err := AuthorizeExchange(u, a, ExchangeRequest{Audience: "https://api", Scopes: []string{"read"}})
-	if err != nil || g.Subject != "alice" || g.Actor != "bot" || !g.NotAfter.Equal(u.Expiry) {
+	if err != nil || g.Subject != u.ID || g.Issuer != u.Issuer || g.Actor != "bot" || !g.NotAfter.Equal(u.Expiry) {
 		t.Fatalf("%+v %v", g, err)
 	}
 	for name, r := range map[string]ExchangeRequest{

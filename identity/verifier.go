@@ -118,6 +118,7 @@ type VerifyOptions struct {
 // issuer; concurrent verifications share one fetch.
 type Verifier struct {
 	issuers  map[string]*issuer
+	deflt    string                    // the default issuer: the first configured
 	algs     []jose.SignatureAlgorithm // union of the issuers' allow-lists
 	client   *http.Client
 	now      func() time.Time
@@ -128,13 +129,16 @@ type Verifier struct {
 }
 
 // NewVerifier checks the configuration and returns a Verifier. It does no
-// I/O. Errors wrap ErrInvalidConfig.
+// I/O. Errors wrap ErrInvalidConfig. The first issuer is the default
+// issuer: the User.ID of its users is their bare subject, that of any
+// other issuer's users is qualified (see UserID).
 func NewVerifier(issuers []IssuerConfig, o Options) (*Verifier, error) {
 	if len(issuers) == 0 {
 		return nil, fmt.Errorf("%w: no issuers", ErrInvalidConfig)
 	}
 	v := &Verifier{
 		issuers:  make(map[string]*issuer, len(issuers)),
+		deflt:    issuers[0].Issuer,
 		client:   o.HTTPClient,
 		now:      o.Now,
 		leeway:   o.Leeway,
@@ -292,6 +296,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string, o VerifyOptions) (*Us
 	u := &User{
 		Subject:         c.Subject,
 		Issuer:          c.Issuer,
+		ID:              UserID(v.deflt, c.Issuer, c.Subject),
 		Email:           c.Email,
 		EmailVerified:   bool(c.EmailVerified),
 		Name:            c.Name,

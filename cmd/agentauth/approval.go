@@ -37,6 +37,8 @@ func (m *Main) setupApproval(ctx, bg context.Context) error {
 		Types:  types,
 		IDKey:  m.approvalIDKey,
 		Log:    m.Log,
+		// Its users keep their bare subject in the tokens minted.
+		DefaultIssuer: m.defaultIssuer,
 	}
 	go func() {
 		if err := m.approval.Run(bg); err != nil && bg.Err() == nil {
