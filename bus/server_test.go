@@ -166,9 +166,18 @@ func TestServerInlineEndpoints(t *testing.T) {
 	if len(names) != 3 || !names["sys-info"] || !names["sys-info-2"] || !names["sys-info-3"] {
 		t.Errorf("endpoints %v, want sys-info, sys-info-2, sys-info-3", names)
 	}
+	// micro counts a request once its callback returns, which can be
+	// just after the reply arrived: read until the count settles.
 	total := 0
-	for _, e := range stats.Endpoints {
-		total += e.NumRequests
+	for deadline := time.Now().Add(5 * time.Second); ; stats = s.svc.Stats() {
+		total = 0
+		for _, e := range stats.Endpoints {
+			total += e.NumRequests
+		}
+		if total == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if total != n {
 		t.Errorf("micro stats count %d requests, want %d", total, n)

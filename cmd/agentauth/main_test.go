@@ -194,13 +194,20 @@ func TestMicroDiscovery(t *testing.T) {
 			NumRequests int `json:"num_requests"`
 		}
 	}
-	request(t, nc, "$SRV.STATS.agentauth", &stats)
 	// sys.info is inline: one endpoint per processor (sys-info,
-	// sys-info-2, …), whose counts add up.
+	// sys-info-2, …), whose counts add up. micro counts a request once
+	// its callback returns, which can be just after the reply: read until
+	// it shows.
 	counted := 0
-	for _, e := range stats.Endpoints {
-		if e.Name == schemas.OpSysInfo.Endpoint() || strings.HasPrefix(e.Name, schemas.OpSysInfo.Endpoint()+"-") {
-			counted += e.NumRequests
+	for deadline := time.Now().Add(5 * time.Second); counted < 1 && time.Now().Before(deadline); {
+		request(t, nc, "$SRV.STATS.agentauth", &stats)
+		for _, e := range stats.Endpoints {
+			if e.Name == schemas.OpSysInfo.Endpoint() || strings.HasPrefix(e.Name, schemas.OpSysInfo.Endpoint()+"-") {
+				counted += e.NumRequests
+			}
+		}
+		if counted < 1 {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	if counted < 1 {
