@@ -305,7 +305,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	err := s.nc.FlushWithContext(fctx)
 	cancel()
 	if err == nil {
-		_ = s.inflight.quiet(ctx, 20*time.Millisecond)
+		_ = s.inflight.quiet(ctx, 50*time.Millisecond)
 	}
 	s.inflight.close()
 	select {
