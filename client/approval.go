@@ -110,11 +110,11 @@ func (c *Client) openApproval(t schemas.ApprovalToken) (*ApprovedToken, error) {
 // WaitForApproval blocks until the decision on authReqID arrives on the
 // agent's feed (a decision made while the agent was away is delivered
 // when it waits), or ctx ends: the opened token on approval,
-// ErrApprovalDenied or ErrApprovalExpired otherwise. Once registered on
-// the feed it polls once (ApprovalStatus), for a decision whose feed event
-// an earlier process of this agent received and acknowledged; like any
-// poll, that hands the token out, so a later ApprovalStatus of the same
-// id may find it spent.
+// ErrApprovalDenied or ErrApprovalExpired otherwise. When the feed has
+// not answered within a second it polls once (ApprovalStatus), for a
+// decision whose feed event an earlier process of this agent received and
+// acknowledged; like any poll, that hands the token out, so a later
+// ApprovalStatus of the same id may find it spent.
 func (c *Client) WaitForApproval(ctx context.Context, authReqID string) (*ApprovedToken, error) {
 	var got schemas.ApprovalDecided
 	var polled *ApprovedToken

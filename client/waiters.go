@@ -40,6 +40,10 @@ type feedWait struct {
 	found chan struct{}
 }
 
+// checkAfter is how long a wait gives the feed before it asks the service
+// once (the check of wait).
+const checkAfter = time.Second
+
 // Recent events are kept ten minutes, at most maxRecent of them.
 const (
 	recentEvents = 10 * time.Minute
@@ -48,8 +52,9 @@ const (
 
 // wait blocks until an event arrives (or has arrived recently) that has
 // key (when key is not empty) and for which match returns true, or ctx
-// ends. check, when set, runs once the wait is registered (so nothing
-// published meanwhile is missed): an answer it finds elsewhere ends the
+// ends. check, when set, runs once if nothing arrived within checkAfter
+// of registering (so nothing published meanwhile is missed, and a prompt
+// answer costs no extra request): an answer it finds elsewhere ends the
 // wait (done true; its error is returned).
 func (f *feedWaiters) wait(ctx context.Context, c *Client, key string, match func(*event.Event) bool, check func(context.Context) (done bool, err error)) error {
 	w := &feedWait{key: key, match: match, found: make(chan struct{}, 1)}
@@ -58,10 +63,14 @@ func (f *feedWaiters) wait(ctx context.Context, c *Client, key string, match fun
 	}
 	defer f.remove(w)
 	if check != nil {
+		t := time.NewTimer(checkAfter)
+		defer t.Stop()
 		select {
 		case <-w.found:
 			return nil
-		default:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
 		}
 		if done, err := check(ctx); done {
 			return err
