@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,10 +79,53 @@ func Connect(o ConnOptions) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is the server running and the address right?)", o.URL, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is the server running and the address right?)", RedactURL(o.URL), redactedError{err, o.URL})
 	}
 	return nc, nil
 }
+
+// RedactURL replaces the user information (user and password, or token)
+// of every URL in a comma-separated list of NATS server URLs with "***",
+// for messages, pages and logs. Unlike url.URL.Redacted it hides the user
+// name too: nats://TOKEN@host carries a token there.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if j, k, ok := userinfo(p); ok {
+			parts[i] = p[:j] + "***" + p[k:]
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// userinfo finds the user information of a URL: u[j:k], up to the last @
+// (a password may hold / ? # or @ itself).
+func userinfo(u string) (j, k int, ok bool) {
+	if i := strings.Index(u, "://"); i >= 0 {
+		j = i + 3
+	}
+	k = strings.LastIndex(u, "@")
+	return j, k, k >= j
+}
+
+// redactedError is err with the user information of urls hidden in its
+// message (a URL parse error quotes the URL).
+type redactedError struct {
+	err  error
+	urls string
+}
+
+func (e redactedError) Error() string {
+	msg := e.err.Error()
+	for _, p := range strings.Split(e.urls, ",") {
+		if j, k, ok := userinfo(p); ok && k > j {
+			msg = strings.ReplaceAll(msg, p[j:k], "***")
+		}
+	}
+	return msg
+}
+
+func (e redactedError) Unwrap() error { return e.err }
 
 // JetStream returns the JetStream API on nc. Asynchronous publishes may
 // have 8,192 acks pending (the audit writer checks its own).

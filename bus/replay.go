@@ -21,7 +21,10 @@ type ReplayOptions struct {
 	Until    time.Time
 	FromSeq  uint64
 	ToSeq    uint64
-	Follow   bool // keep waiting for new messages until ctx ends
+	// Follow keeps waiting for new messages until ctx ends, or until
+	// the upper bound: past ToSeq, or at the first message stored after
+	// Until.
+	Follow bool
 }
 
 // Replayed is one stored event. Event is nil (and DecodeErr set) when the
@@ -44,8 +47,8 @@ func isBatch(h nats.Header) bool {
 // Replay reads a stream with an ephemeral ordered consumer and calls fn for
 // each selected message, in order. total is called once with the number of
 // messages the selection holds when the replay starts (for progress). It
-// returns when the selection is exhausted (or, with Follow, when ctx ends),
-// or when fn returns an error.
+// returns when the selection is exhausted (with Follow: when ctx ends or
+// the upper bound is passed), or when fn returns an error.
 func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total func(uint64), fn func(Replayed) error) error {
 	if o.FromSeq > 0 && !o.Since.IsZero() {
 		return errors.New("replay: give a start sequence or a start time, not both")
@@ -107,10 +110,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total 
 		if err != nil {
 			return fmt.Errorf("replay: message metadata: %w", err)
 		}
-		if o.ToSeq > 0 && meta.Sequence.Stream > o.ToSeq && !o.Follow {
+		if o.ToSeq > 0 && meta.Sequence.Stream > o.ToSeq {
 			return nil
 		}
-		if !o.Until.IsZero() && meta.Timestamp.After(o.Until) && !o.Follow {
+		if !o.Until.IsZero() && meta.Timestamp.After(o.Until) {
 			return nil
 		}
 		r := Replayed{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Stored: meta.Timestamp}
@@ -137,6 +140,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, total 
 		}
 		if meta.NumPending == 0 && !o.Follow {
 			return nil
+		}
+		if o.ToSeq > 0 && meta.Sequence.Stream >= o.ToSeq {
+			return nil // the last one asked for: no need to wait for the next
 		}
 	}
 }

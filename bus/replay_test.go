@@ -384,3 +384,50 @@ func TestReplayFollowEmptyStream(t *testing.T) {
 		t.Errorf("Replay after cancel: got %v, want nil", err)
 	}
 }
+
+// TestReplayFollowStopsAtUpperBound: with Follow, --to-seq and --until
+// still end the replay; events stored later are not delivered.
+func TestReplayFollowStopsAtUpperBound(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		o     func(storedBefore time.Time) ReplayOptions
+		want  []uint64
+		first int // events received before more are published
+	}{
+		{name: "to-seq", o: func(time.Time) ReplayOptions { return ReplayOptions{FromSeq: 3, ToSeq: 5} }, want: []uint64{3, 4, 5}, first: 2},
+		{name: "until", o: func(t time.Time) ReplayOptions { return ReplayOptions{FromSeq: 2, Until: t} }, want: []uint64{2, 3, 4}, first: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := MustJetStream(t)
+			publishAudit(t, js, 4)
+			o := tc.o(time.Now())
+			o.Stream, o.Follow = schemas.StreamAudit, true
+			got := make(chan Replayed, 16)
+			done := make(chan error, 1)
+			go func() {
+				done <- Replay(t.Context(), js, o, nil, func(r Replayed) error { got <- r; return nil })
+			}()
+			var seqs []uint64
+			for range tc.first {
+				seqs = append(seqs, receive(t, got, "a stored event").Sequence)
+			}
+			// Replay is following; more events arrive, past the bound.
+			pub := NewPublisher(js, nil)
+			for i := range 3 {
+				if _, err := pub.Publish(t.Context(), subjectOK, testEvent(t, fmt.Sprintf("later-%d", i), nil)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := receive(t, done, "Replay to return at its upper bound"); err != nil {
+				t.Fatalf("Replay: %v", err)
+			}
+			close(got)
+			for r := range got {
+				seqs = append(seqs, r.Sequence)
+			}
+			if !slices.Equal(seqs, tc.want) {
+				t.Errorf("sequences: got %v, want %v", seqs, tc.want)
+			}
+		})
+	}
+}

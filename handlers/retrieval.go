@@ -3,8 +3,9 @@ package handlers
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -22,7 +23,19 @@ type Retrieval struct {
 	// (identity.User.ID: the bare subject for the default issuer, a
 	// qualified id for any other); default "user:".
 	UserPrefix string
-	Audit      func(object, verb string, a schemas.AuditRetrieval)
+	// Relations are the OpenFGA relations an agent may ask about: a query
+	// naming another is denied, and a query naming none asks about the
+	// first. Empty: retrieval.DefaultRelation only. An agent choosing the
+	// relation could ask about one that grants more than the relation
+	// meant for viewing (viewer where can_view is "viewer but not
+	// blocked").
+	Relations []string
+	// AgentContextKeys are the condition-context keys an agent may set in
+	// a query: a query with any other is denied. Empty: none. current_time
+	// is never the agent's: the Service sets it (retrieval.Query.Context),
+	// over any the agent sends.
+	AgentContextKeys []string
+	Audit            func(object, verb string, a schemas.AuditRetrieval)
 }
 
 const defaultCollection = "default"
@@ -32,6 +45,51 @@ func collectionOf(c string) string {
 		return defaultCollection
 	}
 	return c
+}
+
+// relation is the relation a query asks about: the agent's, when the
+// operator allows it, else a denial naming the allowed ones.
+func (h *Retrieval) relation(asked string) (string, error) {
+	allowed := h.Relations
+	if len(allowed) == 0 {
+		allowed = []string{retrieval.DefaultRelation}
+	}
+	if asked == "" {
+		return allowed[0], nil
+	}
+	if !slices.Contains(allowed, asked) {
+		return "", bus.Errorf(schemas.CodeDenied, "relation %q may not be asked about: agents may use %s (the operator's --fga-relations)", asked, strings.Join(allowed, ", "))
+	}
+	return asked, nil
+}
+
+// checkContext denies a condition context with keys the operator did
+// not allow agents to set, naming them.
+func (h *Retrieval) checkContext(c map[string]any) error {
+	var refused []string
+	for k := range c {
+		if k != retrieval.ContextCurrentTime && !slices.Contains(h.AgentContextKeys, k) {
+			refused = append(refused, k)
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	slices.Sort(refused)
+	allowed := "none"
+	if len(h.AgentContextKeys) > 0 {
+		allowed = strings.Join(h.AgentContextKeys, ", ")
+	}
+	return bus.Errorf(schemas.CodeDenied, "condition context key %s may not be set by an agent (allowed: %s, the operator's --fga-agent-context-keys; current_time is always agentauth's clock)",
+		strings.Join(quoteAll(refused), ", "), allowed)
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // Query answers retrieval.query: the person proven by their token, the
@@ -53,33 +111,47 @@ func (h *Retrieval) Query() bus.Handler {
 		if !slices.Contains(a.Policy.Collections, coll) {
 			return nil, bus.Errorf(schemas.CodeDenied, "agent %s may not query collection %q (its policy names %v)", a.ID, coll, a.Policy.Collections)
 		}
+		rel, err := h.relation(in.Relation)
+		if err != nil {
+			return nil, err
+		}
+		if err := h.checkContext(in.Context); err != nil {
+			return nil, err
+		}
 		prefix := h.UserPrefix
 		if prefix == "" {
 			prefix = "user:"
 		}
 		res, err := h.Service.Query(ctx, retrieval.Query{
-			User: prefix + u.ID, Text: in.Query, Vector: in.Vector, K: in.K, Relation: in.Relation, Type: in.ObjectType,
+			User: prefix + u.ID, Text: in.Query, Vector: in.Vector, K: in.K, Relation: rel, Type: in.ObjectType,
 			Collection: coll, Consistency: retrieval.Consistency(in.Consistency), Strategy: in.Strategy, Context: in.Context,
 		})
 		if err != nil {
 			return nil, err
 		}
-		out := schemas.RetrievalResult{Documents: []schemas.RetrievalDoc{}, Complete: res.Complete, Candidates: res.Candidates, Checks: res.Checks, FGACalls: res.FGACalls, Strategy: res.Strategy}
+		// The work done (candidates, checks, calls, strategy) varies with
+		// the documents the person may not see: the audit record has it,
+		// the agent does not.
+		out := schemas.RetrievalResult{Documents: []schemas.RetrievalDoc{}, Complete: res.Complete}
 		for _, d := range res.Docs {
 			out.Documents = append(out.Documents, schemas.RetrievalDoc{ID: d.ID, Object: d.Object, Text: d.Text, Metadata: d.Metadata, Score: d.Score})
 		}
 		h.Audit("query", "ok", schemas.AuditRetrieval{Event: "query", Agent: a.ID, Subject: u.Subject, Issuer: u.Issuer, Collection: coll,
-			Relation: in.Relation, K: in.K, Returned: len(out.Documents), Complete: out.Complete, Candidates: out.Candidates, Checks: out.Checks,
-			Strategy: out.Strategy, RequestID: req.Event.ID()})
+			Relation: rel, K: in.K, Returned: len(out.Documents), Complete: out.Complete, Candidates: res.Candidates, Checks: res.Checks,
+			FGACalls: res.FGACalls, Strategy: res.Strategy, RequestID: req.Event.ID()})
 		return bus.Reply(req, out)
 	})
 }
 
-// ingester checks that the principal may write to every collection.
+// ingester checks that the principal is an ingest principal (its policy
+// names ingest collections) and may write to every collection.
 func (h *Retrieval) ingester(ctx context.Context, req *bus.Request, collections []string) (agents.Agent, error) {
 	a, err := h.User.Agents.Agent(ctx, req.Agent)
 	if err != nil {
 		return agents.Agent{}, err
+	}
+	if len(a.Policy.IngestCollections) == 0 {
+		return agents.Agent{}, bus.Errorf(schemas.CodeDenied, "%s is not an ingest principal: its policy names no ingest collections", a.ID)
 	}
 	for _, c := range collections {
 		if !slices.Contains(a.Policy.IngestCollections, c) {
@@ -87,6 +159,11 @@ func (h *Retrieval) ingester(ctx context.Context, req *bus.Request, collections 
 		}
 	}
 	return a, nil
+}
+
+// writableBy says whether a's policy lets it write to a collection.
+func writableBy(a agents.Agent) func(collection string) bool {
+	return func(c string) bool { return slices.Contains(a.Policy.IngestCollections, c) }
 }
 
 // Ingest answers retrieval.ingest.
@@ -112,7 +189,8 @@ func (h *Retrieval) Ingest() bus.Handler {
 		if err != nil {
 			return nil, err
 		}
-		if err := h.Service.Ingest(ctx, docs); err != nil {
+		// The documents these ids replace must be writable too.
+		if err := h.Service.IngestIn(ctx, docs, writableBy(a)); err != nil {
 			return nil, err
 		}
 		h.Audit("documents", "ingested", schemas.AuditRetrieval{Event: "ingested", Agent: a.ID, Returned: len(docs), RequestID: req.Event.ID()})
@@ -127,21 +205,14 @@ func (h *Retrieval) Delete() bus.Handler {
 		if err := bus.DecodeData(req.Event, &in); err != nil {
 			return nil, err
 		}
-		var colls, ids []string
-		for _, id := range in.IDs {
-			d, err := h.Service.Docs.Get(id)
-			if errors.Is(err, retrieval.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			colls, ids = append(colls, d.Collection), append(ids, id)
-		}
-		a, err := h.ingester(ctx, req, colls)
+		// Refused before any lookup; then the ids of documents in
+		// collections the principal may not write are skipped like
+		// unknown ids, so the reply says nothing of them.
+		a, err := h.ingester(ctx, req, nil)
 		if err != nil {
 			return nil, err
 		}
-		n, err := h.Service.Delete(ctx, ids)
+		n, err := h.Service.DeleteIn(ctx, in.IDs, writableBy(a))
 		if err != nil {
 			return nil, err
 		}

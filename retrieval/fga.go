@@ -72,7 +72,7 @@ type FGAConfig struct {
 	// HTTPClient is the base client (default: a new one); FGA adds the
 	// credentials to it.
 	HTTPClient *http.Client
-	// Timeout bounds every call to OpenFGA (default 3 s).
+	// Timeout bounds every call to OpenFGA but ListObjects (default 3 s).
 	Timeout time.Duration
 	// ListObjectsMax is the server's ListObjects result cap (OpenFGA's
 	// default 1000): a result of that many objects is reported truncated.
@@ -81,6 +81,11 @@ type FGAConfig struct {
 	// default 3 s): OpenFGA answers with what it found so far when it hits
 	// it, so an answer that took that long is reported truncated.
 	ListObjectsDeadline time.Duration
+	// ListObjectsTimeout bounds a ListObjects call (default
+	// ListObjectsDeadline + 2 s). It must exceed the deadline: the partial
+	// answer OpenFGA sends at its deadline has to arrive to be reported
+	// truncated (and served by the post-filter) rather than be an error.
+	ListObjectsTimeout time.Duration
 	// ModelRefresh is how often the latest model id is re-read when
 	// ModelID is not pinned (default 10 s), so a model written by another
 	// process is picked up.
@@ -155,6 +160,9 @@ func NewFGA(ctx context.Context, c FGAConfig) (*FGA, error) {
 	}
 	if c.ListObjectsDeadline <= 0 {
 		c.ListObjectsDeadline = 3 * time.Second
+	}
+	if c.ListObjectsTimeout <= 0 {
+		c.ListObjectsTimeout = c.ListObjectsDeadline + 2*time.Second
 	}
 	if c.ModelRefresh <= 0 {
 		c.ModelRefresh = 10 * time.Second
@@ -768,7 +776,7 @@ func (f *FGA) BatchCheckWith(ctx context.Context, user, relation string, objects
 // result cap (ListObjectsMax) and at its deadline (ListObjectsDeadline)
 // and then answers with what it found: truncated is true when the answer
 // reached the cap, took as long as the deadline, or was cut to max. An
-// answer that does not come within Timeout is an error.
+// answer that does not come within ListObjectsTimeout is an error.
 func (f *FGA) ListObjects(ctx context.Context, user, relation, typ string, max int, c Consistency) ([]string, bool, error) {
 	return f.ListObjectsWith(ctx, user, relation, typ, max, FGAOptions{Consistency: c})
 }
@@ -795,12 +803,12 @@ func (f *FGA) ListObjectsWith(ctx context.Context, user, relation, typ string, m
 	if o.Context != nil {
 		body.Context = &o.Context
 	}
-	cctx, cancel := f.callCtx(ctx)
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.ListObjectsTimeout)
 	defer cancel()
 	start := time.Now()
 	res, resp, err := f.api.OpenFgaApi.ListObjects(cctx, f.storeID).Body(body).Execute()
 	if err != nil {
-		return nil, false, f.sdkErr(ctx, "list-objects", resp, err)
+		return nil, false, f.sdkErrWithin(ctx, "list-objects", resp, err, f.cfg.ListObjectsTimeout)
 	}
 	objs := res.Objects
 	truncated := len(objs) >= f.cfg.ListObjectsMax || time.Since(start) >= f.cfg.ListObjectsDeadline
@@ -916,12 +924,12 @@ func (f *FGA) post(ctx context.Context, op, p string, body, out any) error {
 	req.Header.Set("User-Agent", "agentauth")
 	resp, err := f.hc.Do(req)
 	if err != nil {
-		return f.transportErr(ctx, op, err)
+		return f.transportErr(ctx, op, err, f.cfg.Timeout)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, fgaMaxResponseBody))
 	if err != nil {
-		return f.transportErr(ctx, op, err)
+		return f.transportErr(ctx, op, err, f.cfg.Timeout)
 	}
 	if resp.StatusCode >= 300 {
 		return f.statusErr(op, resp.StatusCode, data)
@@ -937,6 +945,11 @@ func (f *FGA) post(ctx context.Context, op, p string, body, out any) error {
 
 // sdkErr turns an SDK call's failure into an error that says what to do.
 func (f *FGA) sdkErr(ctx context.Context, op string, resp *http.Response, err error) error {
+	return f.sdkErrWithin(ctx, op, resp, err, f.cfg.Timeout)
+}
+
+// sdkErrWithin is sdkErr for a call bounded by timeout.
+func (f *FGA) sdkErrWithin(ctx context.Context, op string, resp *http.Response, err error, timeout time.Duration) error {
 	if resp != nil && resp.StatusCode >= 300 {
 		var data []byte
 		if resp.Body != nil {
@@ -947,16 +960,16 @@ func (f *FGA) sdkErr(ctx context.Context, op string, resp *http.Response, err er
 	if resp != nil {
 		return fmt.Errorf("OpenFGA at %s answered %s with something unexpected (%v): is the URL right? %w", f.base, op, err, ErrFGAUnavailable)
 	}
-	return f.transportErr(ctx, op, err)
+	return f.transportErr(ctx, op, err, timeout)
 }
 
-func (f *FGA) transportErr(ctx context.Context, op string, err error) error {
+func (f *FGA) transportErr(ctx context.Context, op string, err error, timeout time.Duration) error {
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("OpenFGA %s: %w", op, ctx.Err())
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return fmt.Errorf("OpenFGA at %s did not answer %s within %s: is it overloaded or stuck? %w: %w", f.base, op, f.cfg.Timeout, context.DeadlineExceeded, ErrFGAUnavailable)
+		return fmt.Errorf("OpenFGA at %s did not answer %s within %s: is it overloaded or stuck? %w: %w", f.base, op, timeout, context.DeadlineExceeded, ErrFGAUnavailable)
 	}
 	return fmt.Errorf("OpenFGA at %s is not reachable (%s): %v: is it running, and is the URL (--openfga-url) right? %w", f.base, op, unwrapURLError(err), ErrFGAUnavailable)
 }

@@ -440,7 +440,8 @@ func TestFGAFailClosed(t *testing.T) {
 	ctx := context.Background()
 	const n = 400
 	mustDocs(t, o.URL, n)
-	f, err := NewFGA(ctx, FGAConfig{URL: o.URL, StoreName: "docs", Timeout: 500 * time.Millisecond})
+	f, err := NewFGA(ctx, FGAConfig{URL: o.URL, StoreName: "docs", Timeout: 500 * time.Millisecond,
+		ListObjectsDeadline: 100 * time.Millisecond, ListObjectsTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,5 +658,56 @@ func TestParseModel(t *testing.T) {
 	}
 	if _, err := ParseModel(mod, nil); err == nil || !strings.Contains(err.Error(), "fga.mod") {
 		t.Fatalf("fga.mod without modules: %v", err)
+	}
+}
+
+// TestFGAListObjectsPartialAnswer: OpenFGA answers ListObjects with what
+// it found when it reaches its deadline, so the answer comes a little
+// after the deadline. A per-call timeout as long as the deadline would
+// give up first and fail the query; ListObjects waits longer (by default
+// the deadline + 2 s), reports the answer truncated, and the Service
+// falls back to the post-filter and remembers the set as too big to list.
+func TestFGAListObjectsPartialAnswer(t *testing.T) {
+	o := mustOpenFGA(t)
+	ctx := context.Background()
+	const n = 40
+	mustDocs(t, o.URL, n)
+	const deadline = 100 * time.Millisecond
+	f, err := NewFGA(ctx, FGAConfig{URL: o.URL, StoreName: "docs", Timeout: deadline, ListObjectsDeadline: deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/list-objects") {
+			time.Sleep(deadline + 50*time.Millisecond) // slower than the deadline, well within deadline + 2 s
+		}
+		return false
+	})
+	defer o.setFault(nil)
+	got, truncated, err := f.ListObjects(ctx, "user:anne", "can_view", "doc", 0, ConsistencyDefault)
+	if err != nil || !truncated || len(got) != n/2 {
+		t.Fatalf("ListObjects = %d objects, truncated %v, %v; want %d, truncated, no error", len(got), truncated, err, n/2)
+	}
+
+	s := mustService(t, f)
+	var ds []Document
+	for i := range n {
+		ds = append(ds, Document{ID: fmt.Sprint("d", i), Object: fmt.Sprint("doc:", i), Text: fmt.Sprint("plan ", i)})
+	}
+	if err := s.Ingest(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Query(ctx, Query{User: "user:anne", Text: "plan", K: 5, Strategy: StrategyPreFilter})
+	if err != nil || len(res.Docs) != 5 || !res.Complete || res.Strategy != StrategyPostFilter {
+		t.Fatalf("pre-filter query over a truncated list: %v complete=%v by %s, %v; want 5, complete, by the post-filter", resultIDs(res), res.Complete, res.Strategy, err)
+	}
+	var big bool
+	s.estimates().mu.Lock()
+	for _, el := range s.estimates().m {
+		big = big || el.Value.(*estimateEntry).e.big
+	}
+	s.estimates().mu.Unlock()
+	if !big {
+		t.Error("the truncated listing was not remembered (estimate.big)")
 	}
 }

@@ -50,6 +50,7 @@ type Index struct {
 	slots map[string]int32 // id → slot
 	free  []int32
 	gen   uint64
+	emb   string // the embedder of its vectors
 }
 
 // ErrDimensions is wrapped by the errors of vectors of the wrong size.
@@ -94,6 +95,22 @@ func (x *Index) Generation() uint64 {
 func (x *Index) SetGeneration(g uint64) {
 	x.mu.Lock()
 	x.gen = g
+	x.mu.Unlock()
+}
+
+// Embedder is the name of the embedder the caller recorded as having
+// made the index's vectors ("" when none was, or for an index saved in
+// format version 1); Save persists it.
+func (x *Index) Embedder() string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.emb
+}
+
+// SetEmbedder sets Embedder.
+func (x *Index) SetEmbedder(name string) {
+	x.mu.Lock()
+	x.emb = name
 	x.mu.Unlock()
 }
 
@@ -174,7 +191,7 @@ func (x *Index) replace(o *Index) {
 	defer o.mu.Unlock()
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.dim, x.vecs, x.ids, x.slots, x.free, x.gen = o.dim, o.vecs, o.ids, o.slots, o.free, o.gen
+	x.dim, x.vecs, x.ids, x.slots, x.free, x.gen, x.emb = o.dim, o.vecs, o.ids, o.slots, o.free, o.gen, o.emb
 }
 
 // Search returns the k vectors most similar to q (cosine similarity for
@@ -373,15 +390,19 @@ func (t *topK) hits() []Hit {
 	return out
 }
 
-// The index file (version 1), little-endian:
+// The index file (version 2), little-endian:
 //
 //	magic "AAVINDEX" | version u32 | dim u32 | count u32 | generation u64
+//	embedder name length u16, embedder name
 //	count × (id length u16, id)
 //	count × dim float32
 //	CRC-32C of everything before it, u32
+//
+// Version 1 had no embedder name; LoadIndex reads it with Embedder "",
+// which the Service takes for another embedder's and rebuilds.
 const (
 	indexMagic   = "AAVINDEX"
-	indexVersion = 1
+	indexVersion = 2
 	indexHeader  = 8 + 4 + 4 + 4 + 8
 )
 
@@ -403,8 +424,11 @@ func (x *Index) Save(path string) (err error) {
 			vecs = append(vecs, x.vecs[s*x.dim:(s+1)*x.dim]...)
 		}
 	}
-	dim, gen := x.dim, x.gen
+	dim, gen, emb := x.dim, x.gen, x.emb
 	x.mu.RUnlock()
+	if len(emb) > math.MaxUint16 {
+		return fmt.Errorf("retrieval: save index: an embedder name of %d bytes", len(emb))
+	}
 
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
@@ -426,6 +450,8 @@ func (x *Index) Save(path string) (err error) {
 	binary.LittleEndian.PutUint32(hdr[16:], uint32(len(ids)))
 	binary.LittleEndian.PutUint64(hdr[20:], gen)
 	bw.Write(hdr[:])
+	bw.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(emb))))
+	bw.WriteString(emb)
 	for _, id := range ids {
 		if len(id) > math.MaxUint16 {
 			return fmt.Errorf("retrieval: save index: id of %d bytes", len(id))
@@ -491,8 +517,9 @@ func LoadIndex(path string) (*Index, error) {
 	if string(hdr[:8]) != indexMagic {
 		return nil, corrupt("not an agentauth vector index")
 	}
-	if v := binary.LittleEndian.Uint32(hdr[8:]); v != indexVersion {
-		return nil, corrupt("format version %d, this agentauth reads version %d", v, indexVersion)
+	version := binary.LittleEndian.Uint32(hdr[8:])
+	if version != 1 && version != indexVersion {
+		return nil, corrupt("format version %d, this agentauth reads versions 1 to %d", version, indexVersion)
 	}
 	dim := int(binary.LittleEndian.Uint32(hdr[12:]))
 	count := int(binary.LittleEndian.Uint32(hdr[16:]))
@@ -505,8 +532,19 @@ func LoadIndex(path string) (*Index, error) {
 	if int64(count)*int64(3+4*dim) > st.Size() {
 		return nil, corrupt("the header announces %d vectors, more than its %d bytes can hold", count, st.Size())
 	}
-	x := &Index{dim: dim, gen: gen, ids: make([]string, count), slots: make(map[string]int32, count), vecs: make([]float32, count*dim)}
 	var lb [2]byte
+	var emb string
+	if version >= 2 {
+		if _, err := io.ReadFull(r, lb[:]); err != nil {
+			return nil, corrupt("reading the embedder name: %v", err)
+		}
+		name := make([]byte, binary.LittleEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(r, name); err != nil {
+			return nil, corrupt("reading the embedder name: %v", err)
+		}
+		emb = string(name)
+	}
+	x := &Index{dim: dim, gen: gen, emb: emb, ids: make([]string, count), slots: make(map[string]int32, count), vecs: make([]float32, count*dim)}
 	idb := make([]byte, 0, 256)
 	var sb strings.Builder
 	for i := range count {

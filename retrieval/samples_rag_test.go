@@ -106,6 +106,17 @@ func ragService(t *testing.T, checker Checker, docs []Document) *Service {
 // number of queries run.
 func ragQueries(t *testing.T, s *Service, user, relation, typ, coll string, cctx map[string]any, k int, want []string, oracle string) int {
 	t.Helper()
+	// The Service sets current_time from its clock: the assertion's time
+	// is the clock's.
+	if ct, ok := cctx[ContextCurrentTime].(string); ok {
+		at, err := time.Parse(time.RFC3339, ct)
+		if err != nil {
+			t.Fatalf("current_time %q: %v", ct, err)
+		}
+		prev := s.Now
+		s.Now = func() time.Time { return at }
+		defer func() { s.Now = prev }()
+	}
 	for qi, strategy := range ragStrategies {
 		label := strategy
 		if qi == len(ragStrategies)-1 {

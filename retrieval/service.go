@@ -26,6 +26,10 @@ type Error = schemas.Error
 // ErrInvalid is wrapped by the errors of invalid documents and queries.
 var ErrInvalid = errors.New("retrieval: invalid input")
 
+// ErrDenied is wrapped by the errors of writes the caller may not make
+// (IngestIn).
+var ErrDenied = errors.New("retrieval: not permitted")
+
 func invalid(format string, a ...any) error {
 	return &Error{Code: schemas.CodeSchemaViolation, Msg: fmt.Sprintf(format, a...), Err: ErrInvalid}
 }
@@ -45,6 +49,10 @@ const (
 	DefaultRelation   = "can_view"
 	DefaultCollection = "default"
 	MaxContextKeys    = 64 // in a query's condition context
+	// ContextCurrentTime is the condition-context key the Service sets
+	// to its clock's time (RFC 3339) in every query: a caller's value is
+	// replaced.
+	ContextCurrentTime = "current_time"
 )
 
 // Service is FGA for RAG: it ingests documents (Badger, the durable
@@ -142,7 +150,12 @@ type Query struct {
 	Consistency Consistency
 	Strategy    string // "" or StrategyAuto, StrategyPostFilter, StrategyPreFilter
 	// Context is the condition context of every check and list the query
-	// makes (OpenFGA conditions, e.g. {"current_time": "…"}); nil: none.
+	// makes (OpenFGA conditions); nil: none. Its current_time
+	// (ContextCurrentTime) is always the Service's clock (Now, RFC 3339),
+	// whatever the caller gave: OpenFGA lets a request's context fill a
+	// condition's parameters, so a caller's time could revive an expired
+	// grant. A condition whose current_time parameter is not a timestamp
+	// therefore fails closed.
 	Context map[string]any
 }
 
@@ -193,8 +206,10 @@ func (s *Service) log() *slog.Logger {
 
 // Open reads the documents' references and loads the index from
 // IndexPath (when Index is nil). It rebuilds the index from the
-// documents (Reindex) when there is none yet, when it was built for
-// other dimensions, or when it is behind the documents (a stop between a
+// documents (Reindex, which re-embeds the documents another embedder
+// made) when there is none yet, when it was built by another embedder
+// (by name: an index file of format version 1 names none) or for other
+// dimensions, or when it is behind the documents (a stop between a
 // write and the index's debounced save). A damaged index file is an
 // error wrapping ErrIndexCorrupt that says to run `agentauth docs
 // reindex`. Calling Open is optional: the first Ingest, Delete or Query
@@ -225,7 +240,7 @@ func (s *Service) openLocked(ctx context.Context) error {
 	if s.Docs == nil || s.Embedder == nil {
 		return errors.New("retrieval: the Service needs Docs and an Embedder")
 	}
-	dim := s.Embedder.Dimensions()
+	dim, name := s.Embedder.Dimensions(), s.Embedder.Name()
 	s.mu.RLock()
 	idx := s.Index
 	s.mu.RUnlock()
@@ -253,7 +268,11 @@ func (s *Service) openLocked(ctx context.Context) error {
 	if reason == "" {
 		switch {
 		case idx.Dimensions() != dim:
-			reason = fmt.Sprintf("the index holds %d-dimension vectors, the embedder %s makes %d", idx.Dimensions(), s.Embedder.Name(), dim)
+			reason = fmt.Sprintf("the index holds %d-dimension vectors, the embedder %s makes %d", idx.Dimensions(), name, dim)
+		case idx.Len() > 0 && idx.Embedder() != name:
+			// Vectors of another embedder, even of the same size, do not
+			// compare with this one's queries.
+			reason = fmt.Sprintf("the index was built by the embedder %q, this one is %s", idx.Embedder(), name)
 		case idx.Generation() != seq || idx.Len() != len(refs):
 			reason = fmt.Sprintf("the index (change %d, %d vectors) is behind the documents (change %d, %d documents)", idx.Generation(), idx.Len(), seq, len(refs))
 		default:
@@ -276,6 +295,7 @@ func (s *Service) openLocked(ctx context.Context) error {
 		s.mu.Unlock()
 		return s.reindexLocked(ctx, nil)
 	}
+	idx.SetEmbedder(name) // an empty index, or one of this embedder
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.Index = idx
@@ -370,6 +390,17 @@ func (s *Service) embed(ctx context.Context, texts []string) ([][]float32, error
 // wrapping ErrInvalid); an embedder that fails gives an *Error with code
 // unavailable.
 func (s *Service) Ingest(ctx context.Context, docs []Document) error {
+	return s.IngestIn(ctx, docs, nil)
+}
+
+// IngestIn is Ingest for a caller that may write only the collections
+// writable accepts (nil: any): every document's collection, and the
+// collection of the document it replaces, if any, must be writable, or
+// nothing changes (*Error, code denied, wrapping ErrDenied). A document
+// may otherwise be overwritten, and moved, by a caller of another
+// collection. The replaced documents are read under the write lock, so
+// no concurrent write slips between the check and the write.
+func (s *Service) IngestIn(ctx context.Context, docs []Document, writable func(collection string) bool) error {
 	if len(docs) == 0 {
 		return nil
 	}
@@ -419,6 +450,11 @@ func (s *Service) Ingest(ctx context.Context, docs []Document) error {
 		d.Updated = now
 		prepared[i] = d
 	}
+	// Checked before embedding too, so that a refused batch costs no
+	// embedder calls; again under the write lock.
+	if err := s.checkWritable(prepared, writable); err != nil {
+		return err
+	}
 	vecs, err := s.embed(ctx, texts)
 	if err != nil {
 		return err
@@ -429,6 +465,9 @@ func (s *Service) Ingest(ctx context.Context, docs []Document) error {
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if err := s.checkWritable(prepared, writable); err != nil {
+		return err
+	}
 	if err := s.Docs.PutBatch(prepared); err != nil {
 		s.markStale()
 		return fmt.Errorf("retrieval ingest: %w", err)
@@ -448,9 +487,42 @@ func (s *Service) Ingest(ctx context.Context, docs []Document) error {
 	return nil
 }
 
+// checkWritable denies docs when writable refuses a document's
+// collection or that of the stored document of its id. It names the
+// caller's own collections only, never a stored document's.
+func (s *Service) checkWritable(docs []Document, writable func(string) bool) error {
+	if writable == nil {
+		return nil
+	}
+	for _, d := range docs {
+		coll := d.Collection // set by the validation
+		if !writable(coll) {
+			return &Error{Code: schemas.CodeDenied, Err: ErrDenied, Msg: fmt.Sprintf("document %s: collection %q may not be written by this principal; nothing was ingested", d.ID, coll)}
+		}
+		old, err := s.Docs.Get(d.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("retrieval ingest: %w", err)
+		case !writable(old.Collection):
+			return &Error{Code: schemas.CodeDenied, Err: ErrDenied,
+				Msg: fmt.Sprintf("document %s: the id belongs to a document this principal may not change; nothing was ingested", d.ID)}
+		}
+	}
+	return nil
+}
+
 // Delete deletes documents by id and returns how many existed; unknown
 // ids are ignored.
 func (s *Service) Delete(ctx context.Context, ids []string) (int, error) {
+	return s.DeleteIn(ctx, ids, nil)
+}
+
+// DeleteIn is Delete for a caller that may write only the collections
+// writable accepts (nil: any): the ids of documents in other collections
+// are ignored exactly like unknown ids (not deleted, not counted, never
+// named). The documents are read under the write lock.
+func (s *Service) DeleteIn(ctx context.Context, ids []string, writable func(collection string) bool) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
@@ -459,6 +531,24 @@ func (s *Service) Delete(ctx context.Context, ids []string) (int, error) {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if writable != nil {
+		mine := make([]string, 0, len(ids))
+		for _, id := range ids {
+			d, err := s.Docs.Get(id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("retrieval delete: %w", err)
+			}
+			if writable(d.Collection) {
+				mine = append(mine, id)
+			}
+		}
+		if ids = mine; len(ids) == 0 {
+			return 0, nil
+		}
+	}
 	n, err := s.Docs.DeleteBatch(ids)
 	s.mu.Lock()
 	for _, id := range ids {
@@ -519,6 +609,7 @@ func (s *Service) reindexLocked(ctx context.Context, progress func(done, total i
 	name, dim := s.Embedder.Name(), s.Embedder.Dimensions()
 	total := s.Docs.Count()
 	idx := NewIndex(dim)
+	idx.SetEmbedder(name)
 	refs := make(map[string]docRef, total)
 	done, reembedded := 0, 0
 	report := func() {
@@ -693,13 +784,24 @@ func (s *Service) Query(ctx context.Context, q Query) (Result, error) {
 		return Result{}, err
 	}
 	key := q.User + "\x00" + q.Relation + "\x00" + q.Type + "\x00" + q.Collection
-	if q.Context != nil {
-		b, err := json.Marshal(q.Context) // map keys sorted
+	cctx := make(map[string]any, len(q.Context)+1)
+	for k, v := range q.Context {
+		if k != ContextCurrentTime {
+			cctx[k] = v
+		}
+	}
+	if len(cctx) > 0 {
+		b, err := json.Marshal(cctx) // map keys sorted
 		if err != nil {
 			return Result{}, invalid("the condition context is not JSON: %v", err)
 		}
 		key += "\x00" + string(b) // what a user may see depends on it
 	}
+	// The clock is the Service's: a caller's current_time would let it
+	// revive an expired grant (OpenFGA merges the request's context with
+	// the tuple's). Left out of the key: every query has its own.
+	cctx[ContextCurrentTime] = s.now().UTC().Format(time.RFC3339Nano)
+	q.Context = cctx
 	if s.Checker == nil {
 		return Result{}, unavailable(errors.New("no Checker is configured"))
 	}

@@ -2,9 +2,12 @@ package retrieval
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"maps"
@@ -1140,6 +1143,8 @@ func TestQueryConditionContext(t *testing.T) {
 	ctx := context.Background()
 	m := newMemChecker()
 	s := mustService(t, m)
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
 	c := ingestRandom(t, s, 400, 1, 9)
 	var objs []string
 	for i := 0; i < 400; i += 40 {
@@ -1147,10 +1152,12 @@ func TestQueryConditionContext(t *testing.T) {
 	}
 	m.allow("user:c", "can_view", objs...)
 	q := randomUnit(rand.New(rand.NewPCG(9, 9)), 384)
+	// The caller's current_time is replaced by the Service's clock.
+	given := map[string]any{"current_time": "2020-01-01T00:00:00Z", "ip": "10.0.0.1"}
 	at := map[string]any{"current_time": "2026-11-27T12:00:00Z", "ip": "10.0.0.1"}
 	for _, strategy := range []string{StrategyPostFilter, StrategyPreFilter, StrategyAuto} {
 		m.reset()
-		res, err := s.Query(ctx, Query{User: "user:c", Vector: q, K: 3, Strategy: strategy, Context: at})
+		res, err := s.Query(ctx, Query{User: "user:c", Vector: q, K: 3, Strategy: strategy, Context: given})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1175,8 +1182,9 @@ func TestQueryConditionContext(t *testing.T) {
 		keys = append(keys, k)
 	}
 	s.estimates().mu.Unlock()
-	if len(keys) != 1 || !strings.Contains(keys[0], `"current_time":"2026-11-27T12:00:00Z"`) {
-		t.Errorf("estimates kept under %q, want one key that names the context", keys)
+	// Kept per context, but not per clock reading: every query has its own.
+	if len(keys) != 1 || !strings.Contains(keys[0], `"ip":"10.0.0.1"`) || strings.Contains(keys[0], "current_time") {
+		t.Errorf("estimates kept under %q, want one key that names the context but not its time", keys)
 	}
 
 	many := map[string]any{}
@@ -1194,4 +1202,183 @@ func TestQueryConditionContext(t *testing.T) {
 			t.Errorf("context %s: %v after %d FGA calls; want ErrInvalid and none", name, err, len(batches)+lists)
 		}
 	}
+}
+
+// grantModel lets a viewer see a document for grant_duration from
+// grant_time.
+const grantModel = `model
+  schema 1.1
+
+type user
+
+type doc
+  relations
+    define viewer: [user with non_expired_grant]
+    define can_view: viewer
+
+condition non_expired_grant(current_time: timestamp, grant_time: timestamp, grant_duration: duration) {
+  current_time < grant_time + grant_duration
+}
+`
+
+// TestQueryCurrentTimeIsTheServices: current_time in the condition
+// context is the Service's clock. A grant works while it is valid, with
+// no context from the caller; once it has expired, a caller's back-dated
+// current_time does not revive it.
+func TestQueryCurrentTimeIsTheServices(t *testing.T) {
+	ctx := context.Background()
+	o := mustOpenFGA(t)
+	f := mustFGA(t, o.URL, "grants")
+	if _, err := f.WriteModel(ctx, []byte(grantModel), nil); err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := f.WriteTuples(ctx, []Tuple{{User: "user:anne", Relation: "viewer", Object: "doc:granted",
+		Condition: &TupleCondition{Name: "non_expired_grant", Context: map[string]any{"grant_time": granted.Format(time.RFC3339), "grant_duration": "1h"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	s := mustService(t, f)
+	if err := s.Ingest(ctx, []Document{
+		{ID: "granted", Object: "doc:granted", Text: "the granted plan"},
+		{ID: "other", Object: "doc:other", Text: "the other plan"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	backDated := map[string]any{"current_time": granted.Add(10 * time.Minute).Format(time.RFC3339)}
+	for _, tc := range []struct {
+		name  string
+		clock time.Time
+		cctx  map[string]any
+		want  []string
+	}{
+		{"valid, no context", granted.Add(30 * time.Minute), nil, []string{"granted"}},
+		{"valid, a later time from the caller", granted.Add(30 * time.Minute), map[string]any{"current_time": granted.Add(5 * time.Hour).Format(time.RFC3339)}, []string{"granted"}},
+		{"expired, no context", granted.Add(2 * time.Hour), nil, nil},
+		{"expired, back-dated by the caller", granted.Add(2 * time.Hour), backDated, nil},
+	} {
+		s.Now = func() time.Time { return tc.clock }
+		for _, strategy := range []string{StrategyPostFilter, StrategyPreFilter} {
+			res, err := s.Query(ctx, Query{User: "user:anne", Text: "plan", K: 10, Strategy: strategy, Consistency: HigherConsistency, Context: tc.cctx})
+			if err != nil {
+				t.Errorf("%s (%s): %v", tc.name, strategy, err)
+				continue
+			}
+			if got := resultIDs(res); !slices.Equal(got, tc.want) || !res.Complete {
+				t.Errorf("%s (%s): %v complete=%v, want %v complete", tc.name, strategy, got, res.Complete, tc.want)
+			}
+		}
+	}
+}
+
+// hashEmbedder embeds a text as 8 pseudo-random floats seeded by its
+// name and the text: two of them with other names make unrelated vectors
+// of the same size.
+type hashEmbedder struct{ name string }
+
+func (h hashEmbedder) Name() string    { return h.name }
+func (h hashEmbedder) Dimensions() int { return 8 }
+func (h hashEmbedder) Embed(_ context.Context, texts []string) ([][]float32, error) {
+	out := make([][]float32, len(texts))
+	for i, t := range texts {
+		f := fnv.New64a()
+		f.Write([]byte(h.name + "\x00" + t))
+		r := rand.New(rand.NewPCG(f.Sum64(), 1))
+		v := make([]float32, 8)
+		for j := range v {
+			v[j] = float32(r.NormFloat64())
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// TestServiceEmbedderChange: an index built by one embedder is rebuilt
+// when the Service is opened with another of the same dimensions, and
+// the documents are re-embedded with it; an index file of format
+// version 1, which names no embedder, is rebuilt too.
+func TestServiceEmbedderChange(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vectors.idx")
+	open := func(e Embedder) *Service {
+		ds, err := OpenDocStore(filepath.Join(dir, "docs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Service{Docs: ds, Embedder: e, Checker: newMemChecker(), IndexPath: path, SaveDelay: time.Hour, Log: quietLog}
+		if err := s.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	shut := func(s *Service) {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s.Docs.Close()
+	}
+	a, b := hashEmbedder{"embedder-a"}, hashEmbedder{"embedder-b"}
+	s := open(a)
+	if err := s.Ingest(ctx, []Document{{ID: "d1", Object: "doc:1", Text: "the launch plan"}, {ID: "d2", Object: "doc:2", Text: "the budget"}}); err != nil {
+		t.Fatal(err)
+	}
+	shut(s)
+
+	// Reopened with b: the documents are b's, and so is the index.
+	s = open(b)
+	for _, id := range []string{"d1", "d2"} {
+		d, err := s.Docs.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := b.Embed(ctx, []string{d.Text})
+		if d.Embedder != b.name || !slices.Equal(d.Vector, want[0]) {
+			t.Errorf("%s after reopening with %s: embedder %q, its vector b's: %v", id, b.name, d.Embedder, slices.Equal(d.Vector, want[0]))
+		}
+	}
+	if got := s.Index.Embedder(); got != b.name {
+		t.Errorf("the index's embedder is %q, want %q", got, b.name)
+	}
+	s.Checker.(*memChecker).allow("user:u", "can_view", "doc:1", "doc:2")
+	res, err := s.Query(ctx, Query{User: "user:u", Text: "the launch plan", K: 1})
+	if err != nil || len(res.Docs) != 1 || res.Docs[0].ID != "d1" || res.Docs[0].Score < 0.999 {
+		t.Errorf("the document's own text with %s: %+v, %v; want d1 with a score of 1", b.name, res.Docs, err)
+	}
+	shut(s)
+	if x, err := LoadIndex(path); err != nil || x.Embedder() != b.name {
+		t.Fatalf("the saved index: %v; want it to name %s", err, b.name)
+	}
+
+	// An index file of format version 1 (no embedder name) is rebuilt.
+	writeIndexV1(t, path)
+	s = open(b)
+	shut(s)
+	if x, err := LoadIndex(path); err != nil || x.Embedder() != b.name || x.Len() != 2 {
+		t.Fatalf("the index after opening a version 1 file: %v; want it rebuilt, naming %s", err, b.name)
+	}
+}
+
+// writeIndexV1 rewrites the index file at path in format version 1: the
+// version 2 header without the embedder name.
+func writeIndexV1(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(binary.LittleEndian.Uint16(b[indexHeader:]))
+	v1 := slices.Concat(b[:indexHeader], b[indexHeader+2+n:len(b)-4])
+	binary.LittleEndian.PutUint32(v1[8:], 1)
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, crc32.MakeTable(crc32.Castagnoli)))
+	if x, err := LoadIndex(writeFile(t, path, v1)); err != nil || x.Embedder() != "" || x.Len() != 2 {
+		t.Fatalf("the version 1 file: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, path string, b []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

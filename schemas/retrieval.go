@@ -37,8 +37,9 @@ type RetrievalQuery struct {
 	Collection  string    `json:"collection,omitempty"`  // default "default"
 	Consistency string    `json:"consistency,omitempty"` // MINIMIZE_LATENCY or HIGHER_CONSISTENCY
 	Strategy    string    `json:"strategy,omitempty"`    // auto (default), post-filter, pre-filter
-	// Context is the condition context of the query's checks (OpenFGA
-	// conditions: {"current_time": "2026-11-27T12:00:00Z"}, …).
+	// Context is condition context for the query's checks (OpenFGA
+	// conditions): only keys the operator lets agents set
+	// (--fga-agent-context-keys); current_time is always the service's.
 	Context map[string]any `json:"context,omitempty"`
 }
 
@@ -51,16 +52,15 @@ type RetrievalDoc struct {
 	Score    float32        `json:"score"`
 }
 
-// RetrievalResult is a query's answer.
+// RetrievalResult is a query's answer. It says nothing of the work done
+// (candidates, checks, OpenFGA calls, the strategy that answered): those
+// vary with the documents the person may not see, so they go to the
+// audit record (AuditRetrieval) and the logs, never to the agent.
 type RetrievalResult struct {
 	Documents []RetrievalDoc `json:"documents"`
 	// Complete: k permitted documents were found, or every candidate was
 	// checked — nothing the person may see ranks above what is missing.
-	Complete   bool   `json:"complete"`
-	Candidates int    `json:"candidates"`
-	Checks     int    `json:"checks"`
-	FGACalls   int    `json:"fga_calls"`
-	Strategy   string `json:"strategy"`
+	Complete bool `json:"complete"`
 }
 
 // RetrievalIngest adds or updates documents.
@@ -106,6 +106,7 @@ type AuditRetrieval struct {
 	Complete   bool   `json:"complete,omitempty"`
 	Candidates int    `json:"candidates,omitempty"`
 	Checks     int    `json:"checks,omitempty"`
+	FGACalls   int    `json:"fga_calls,omitempty"`
 	Strategy   string `json:"strategy,omitempty"`
 	RequestID  string `json:"request_id,omitempty"`
 }

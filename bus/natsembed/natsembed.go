@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -43,13 +44,15 @@ type Server struct {
 
 // SetNkeyUsers replaces the users the server accepts (nkey users with
 // their permissions) and the user that connections without credentials
-// act as (nil for none). Connections of users no longer present are
-// closed.
+// act as (nil for none). Connections of users no longer present, or
+// whose permissions changed, are closed: nats-server copies a user's
+// permissions when the connection authenticates and never refreshes
+// them, so a client keeps the old ones until it reconnects under the new.
 func (s *Server) SetNkeyUsers(users []*server.NkeyUser, anonymous *server.NkeyUser) error {
 	if s.auth == nil {
 		return errors.New("embedded nats-server: started without an Authenticator")
 	}
-	s.auth.set(users, anonymous, s.Server)
+	s.auth.set(users, anonymous)
 	return nil
 }
 
@@ -58,48 +61,135 @@ func (s *Server) SetNkeyUsers(users []*server.NkeyUser, anonymous *server.NkeyUs
 // which nats-server does not make safe for concurrent JetStream use. An
 // nkey client proves its key by signing the server's nonce; a client
 // without credentials is the anonymous user, if there is one. Safe for
-// concurrent use.
+// concurrent use; it serves one server (Start binds it).
 type Authenticator struct {
-	mu    sync.RWMutex
+	mu    sync.Mutex
+	srv   *server.Server // nil until Start
 	users map[string]*server.NkeyUser
 	anon  *server.NkeyUser
-	conns map[string]map[uint64]struct{} // client ids by nkey, to close removed users
+	// conns are the connections authenticated as each user (anonKey for
+	// the anonymous user), to close them when it changes.
+	conns map[string]*connSet
 }
+
+// connSet is the ids of a user's connections. Closed ones are dropped
+// when the users are set, and when the set grows past pruneAt.
+type connSet struct {
+	ids     map[uint64]struct{}
+	pruneAt int
+}
+
+// anonKey keys the anonymous user's connections in Authenticator.conns;
+// no nkey is empty.
+const anonKey = ""
+
+// minPruneAt is the size from which a user's connection ids are checked
+// for closed ones while connections authenticate; the next check is at
+// twice the ids still open (amortized constant cost per connection).
+const minPruneAt = 64
 
 // NewAuthenticator starts with users and anonymous.
 func NewAuthenticator(users []*server.NkeyUser, anonymous *server.NkeyUser) *Authenticator {
 	a := &Authenticator{}
-	a.set(users, anonymous, nil)
+	a.set(users, anonymous)
 	return a
 }
 
-func (a *Authenticator) set(users []*server.NkeyUser, anonymous *server.NkeyUser, ns *server.Server) {
+func (a *Authenticator) bind(ns *server.Server) {
+	a.mu.Lock()
+	a.srv = ns
+	a.mu.Unlock()
+}
+
+func (a *Authenticator) set(users []*server.NkeyUser, anonymous *server.NkeyUser) {
 	m := make(map[string]*server.NkeyUser, len(users))
 	for _, u := range users {
 		m[u.Nkey] = u
 	}
 	a.mu.Lock()
 	var kick []uint64
-	for nkey, ids := range a.conns {
-		_, still := m[nkey]
-		if anonymous != nil && nkey == anonymous.Nkey {
-			still = true
+	for key, cs := range a.conns {
+		old, cur := a.users[key], m[key]
+		if key == anonKey {
+			old, cur = a.anon, anonymous
 		}
-		if still {
+		if cur != nil && sameUser(old, cur) {
 			continue
 		}
-		for id := range ids {
+		for id := range cs.ids {
 			kick = append(kick, id)
 		}
-		delete(a.conns, nkey)
+		delete(a.conns, key)
 	}
 	a.users, a.anon = m, anonymous
+	ns := a.srv
 	a.mu.Unlock()
+	if ns == nil {
+		return
+	}
 	for _, id := range kick {
-		if ns != nil {
-			_ = ns.DisconnectClientByID(id)
+		_ = ns.DisconnectClientByID(id)
+	}
+	a.forgetClosed(ns, nil)
+}
+
+// forgetClosed drops the ids of connections the server no longer has,
+// of the users keyed by keys (nil: all). The server is asked without
+// holding a.mu; an id, once closed, is never reused.
+func (a *Authenticator) forgetClosed(ns *server.Server, keys []string) {
+	type conn struct {
+		key string
+		id  uint64
+	}
+	var ids []conn
+	a.mu.Lock()
+	if keys == nil {
+		for key := range a.conns {
+			keys = append(keys, key)
 		}
 	}
+	for _, key := range keys {
+		if cs := a.conns[key]; cs != nil {
+			for id := range cs.ids {
+				ids = append(ids, conn{key, id})
+			}
+		}
+	}
+	a.mu.Unlock()
+	var gone []conn
+	for _, c := range ids {
+		if ns.GetClient(c.id) == nil {
+			gone = append(gone, c)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range gone {
+		if cs := a.conns[c.key]; cs != nil {
+			delete(cs.ids, c.id)
+		}
+	}
+	for _, key := range keys {
+		if cs := a.conns[key]; cs != nil {
+			if len(cs.ids) == 0 {
+				delete(a.conns, key)
+			} else {
+				cs.pruneAt = max(2*len(cs.ids), minPruneAt)
+			}
+		}
+	}
+}
+
+// sameUser says whether a connection authenticated as a has what one
+// authenticating as b would get.
+func sameUser(a, b *server.NkeyUser) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Nkey == b.Nkey && a.Issued == b.Issued && a.Account == b.Account &&
+		a.SigningKey == b.SigningKey && a.ProxyRequired == b.ProxyRequired &&
+		reflect.DeepEqual(a.Permissions, b.Permissions) &&
+		reflect.DeepEqual(a.AllowedConnectionTypes, b.AllowedConnectionTypes)
 }
 
 type nkeyRegistrar interface {
@@ -116,42 +206,57 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	opts := c.GetOpts()
-	a.mu.RLock()
-	var u *server.NkeyUser
-	if opts.Nkey == "" {
-		u = a.anon
-	} else {
-		u = a.users[opts.Nkey]
+	key := anonKey
+	if opts.Nkey != "" {
+		if !signedNonce(opts.Nkey, opts.Sig, c.GetNonce()) {
+			return false
+		}
+		key = opts.Nkey
 	}
-	a.mu.RUnlock()
-	if u == nil {
+	// Looking the user up, giving the connection its permissions and
+	// recording it happen under one lock, so a concurrent set either
+	// comes first or sees this connection (and closes it if its user
+	// changed).
+	a.mu.Lock()
+	u := a.anon
+	if key != anonKey {
+		u = a.users[key]
+	}
+	if u == nil || reg.RegisterNkeyUser(u) != nil {
+		a.mu.Unlock()
 		return false
 	}
-	if opts.Nkey != "" {
-		sig, err := base64.RawURLEncoding.DecodeString(opts.Sig)
-		if err != nil {
-			if sig, err = base64.StdEncoding.DecodeString(opts.Sig); err != nil {
-				return false
-			}
-		}
-		pub, err := nkeys.FromPublicKey(opts.Nkey)
-		if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
+	if a.conns == nil {
+		a.conns = map[string]*connSet{}
+	}
+	cs := a.conns[key]
+	if cs == nil {
+		cs = &connSet{ids: map[uint64]struct{}{}, pruneAt: minPruneAt}
+		a.conns[key] = cs
+	}
+	cs.ids[c.GetID()] = struct{}{}
+	ns, prune := a.srv, len(cs.ids) > cs.pruneAt
+	if prune {
+		cs.pruneAt = 2 * len(cs.ids) // no other Check starts a prune meanwhile
+	}
+	a.mu.Unlock()
+	if prune && ns != nil {
+		a.forgetClosed(ns, []string{key})
+	}
+	return true
+}
+
+// signedNonce says whether sig (base64, raw URL or standard) is nkey's
+// signature of nonce.
+func signedNonce(nkey, sig string, nonce []byte) bool {
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		if raw, err = base64.StdEncoding.DecodeString(sig); err != nil {
 			return false
 		}
 	}
-	if reg.RegisterNkeyUser(u) != nil {
-		return false
-	}
-	a.mu.Lock()
-	if a.conns == nil {
-		a.conns = map[string]map[uint64]struct{}{}
-	}
-	if a.conns[u.Nkey] == nil {
-		a.conns[u.Nkey] = map[uint64]struct{}{}
-	}
-	a.conns[u.Nkey][c.GetID()] = struct{}{}
-	a.mu.Unlock()
-	return true
+	pub, err := nkeys.FromPublicKey(nkey)
+	return err == nil && pub.Verify(nonce, raw) == nil
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -190,6 +295,9 @@ func Start(o Options) (*Server, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	if o.Auth != nil {
+		o.Auth.bind(ns)
 	}
 	if o.Logger != nil {
 		ns.SetLoggerV2(&slogAdapter{log: o.Logger.With("component", "nats-server")}, false, false, false)

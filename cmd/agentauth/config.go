@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/agentauth/agentauth/bus"
+	"github.com/agentauth/agentauth/retrieval"
 	"github.com/agentauth/agentauth/schemas"
 	"github.com/agentauth/agentauth/vault"
 )
@@ -64,7 +67,11 @@ type Config struct {
 	OpenFGAClientSecret  string
 	OpenFGATokenIssuer   string
 	OpenFGAAudience      string
+	OpenFGATimeout       time.Duration
+	OpenFGAListDeadline  time.Duration
 	FGAUserPrefix        string
+	FGARelations         string
+	FGAAgentContextKeys  string
 	EmbeddingsURL        string
 	EmbeddingsModel      string
 	EmbeddingsKey        string
@@ -81,6 +88,9 @@ type option struct {
 	name   string
 	usage  string
 	secret bool
+	// redact, when set, hides the secret parts of a value shown whole
+	// otherwise (the credentials in a URL).
+	redact func(string) string
 	ptr    func(*Config) any // *string, *int or *time.Duration
 	def    string
 }
@@ -88,7 +98,7 @@ type option struct {
 var options = []option{
 	{name: "data-dir", def: "./agentauth-data", usage: "directory for the JetStream store, keys and vault data", ptr: func(c *Config) any { return &c.DataDir }},
 	{name: "nats-listen", def: "127.0.0.1:4222", usage: "address of the embedded nats-server (ignored with --nats-url)", ptr: func(c *Config) any { return &c.NATSListen }},
-	{name: "nats-url", usage: "use this NATS server or cluster instead of the embedded one (e.g. nats://nats1:4222,nats://nats2:4222)", ptr: func(c *Config) any { return &c.NATSURL }},
+	{name: "nats-url", redact: bus.RedactURL, usage: "use this NATS server or cluster instead of the embedded one (e.g. nats://nats1:4222,nats://nats2:4222)", ptr: func(c *Config) any { return &c.NATSURL }},
 	{name: "nats-creds", usage: "credentials file for --nats-url", ptr: func(c *Config) any { return &c.NATSCreds }},
 	{name: "nats-nkey", usage: "nkey seed file for --nats-url", ptr: func(c *Config) any { return &c.NATSNKey }},
 	{name: "nats-user", usage: "user name for --nats-url", ptr: func(c *Config) any { return &c.NATSUser }},
@@ -126,8 +136,12 @@ var options = []option{
 	{name: "openfga-client-secret", secret: true, usage: "client credentials for --openfga-url: client secret", ptr: func(c *Config) any { return &c.OpenFGAClientSecret }},
 	{name: "openfga-token-issuer", usage: "client credentials for --openfga-url: token issuer (a host or URL)", ptr: func(c *Config) any { return &c.OpenFGATokenIssuer }},
 	{name: "openfga-audience", usage: "client credentials for --openfga-url: API audience", ptr: func(c *Config) any { return &c.OpenFGAAudience }},
+	{name: "openfga-timeout", def: "3s", usage: "time limit of one call to OpenFGA (checks, writes); ListObjects waits its deadline + 2s instead", ptr: func(c *Config) any { return &c.OpenFGATimeout }},
+	{name: "openfga-list-objects-deadline", def: "3s", usage: "the ListObjects deadline of the --openfga-url server (OpenFGA's --listObjects-deadline, default 3s): an answer that takes that long may be partial and is served by the post-filter; agentauth waits 2s longer for it (the embedded OpenFGA's is 3s)", ptr: func(c *Config) any { return &c.OpenFGAListDeadline }},
 	{name: "openfga-store", def: "agentauth", usage: "name of the OpenFGA store (found or created at start)", ptr: func(c *Config) any { return &c.OpenFGAStore }},
 	{name: "fga-user-prefix", def: "user:", usage: "how a verified user becomes an OpenFGA user: prefix + subject for the first issuer's users, prefix + <issuer host>|subject for the others", ptr: func(c *Config) any { return &c.FGAUserPrefix }},
+	{name: "fga-relations", def: "can_view", usage: "comma-separated OpenFGA relations agents may ask retrieval queries about (a query without one asks about the first); any other is denied", ptr: func(c *Config) any { return &c.FGARelations }},
+	{name: "fga-agent-context-keys", usage: "comma-separated OpenFGA condition-context keys agents may set in retrieval queries (default none: a query with another key is denied); current_time is always agentauth's clock", ptr: func(c *Config) any { return &c.FGAAgentContextKeys }},
 	{name: "embeddings-url", usage: "an OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI); default: the built-in lexical embedder", ptr: func(c *Config) any { return &c.EmbeddingsURL }},
 	{name: "embeddings-model", usage: "model name for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsModel }},
 	{name: "embeddings-api-key", secret: true, usage: "API key for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsKey }},
@@ -206,7 +220,10 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 
 // load resolves the configuration: defaults, then the YAML file, then the
 // environment, then flags. sources says where each value came from.
-func (cf *configFlags) load(getenv func(string) string) (Config, map[string]string, error) {
+// lookupEnv is os.LookupEnv or a stand-in: a variable set to the empty
+// string applies (AGENTAUTH_ANONYMOUS_AGENT= turns anonymous access off),
+// an unset one does not.
+func (cf *configFlags) load(lookupEnv func(string) (string, bool)) (Config, map[string]string, error) {
 	var c Config
 	src := map[string]string{}
 	for _, o := range options {
@@ -217,7 +234,7 @@ func (cf *configFlags) load(getenv func(string) string) (Config, map[string]stri
 	}
 	file := cf.file
 	if file == "" {
-		file = getenv("AGENTAUTH_CONFIG")
+		file, _ = lookupEnv("AGENTAUTH_CONFIG")
 	}
 	if file != "" {
 		raw, err := os.ReadFile(file)
@@ -248,7 +265,7 @@ func (cf *configFlags) load(getenv func(string) string) (Config, map[string]stri
 		}
 	}
 	for _, o := range options {
-		if v := getenv(envName(o.name)); v != "" {
+		if v, ok := lookupEnv(envName(o.name)); ok {
 			if err := setValue(o.ptr(&c), v); err != nil {
 				return c, nil, fmt.Errorf("%s: %w", envName(o.name), err)
 			}
@@ -300,6 +317,44 @@ func (c Config) syncPolicy() (always bool, interval time.Duration, err error) {
 	return false, d, nil
 }
 
+// commaList splits a comma-separated option, dropping blanks.
+func commaList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+var reFGAName = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+
+// fgaRelations interprets FGARelations: at least one relation name.
+func (c Config) fgaRelations() ([]string, error) {
+	rels := commaList(c.FGARelations)
+	if len(rels) == 0 {
+		return nil, errors.New("fga-relations: name at least one relation agents may ask about (e.g. can_view)")
+	}
+	for _, r := range rels {
+		if !reFGAName.MatchString(r) {
+			return nil, fmt.Errorf("fga-relations: %q is not an OpenFGA relation name (A-Z a-z 0-9 _, up to 64)", r)
+		}
+	}
+	return rels, nil
+}
+
+// fgaAgentContextKeys interprets FGAAgentContextKeys.
+func (c Config) fgaAgentContextKeys() ([]string, error) {
+	keys := commaList(c.FGAAgentContextKeys)
+	for _, k := range keys {
+		if k == retrieval.ContextCurrentTime {
+			return nil, fmt.Errorf("fga-agent-context-keys: %s is always agentauth's clock, never an agent's: remove it", k)
+		}
+	}
+	return keys, nil
+}
+
 func (c Config) validate() error {
 	var errs []error
 	if c.DataDir == "" {
@@ -338,6 +393,18 @@ func (c Config) validate() error {
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("request-timeout must be positive"))
 	}
+	if c.OpenFGATimeout <= 0 {
+		errs = append(errs, fmt.Errorf("openfga-timeout %s: must be positive", c.OpenFGATimeout))
+	}
+	if c.OpenFGAListDeadline <= 0 {
+		errs = append(errs, fmt.Errorf("openfga-list-objects-deadline %s: must be positive", c.OpenFGAListDeadline))
+	}
+	if _, err := c.fgaRelations(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.fgaAgentContextKeys(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -357,6 +424,9 @@ func printConfig(w io.Writer, c Config, src map[string]string) {
 	fmt.Fprintln(tw, "SETTING\tVALUE\tSOURCE\tENV")
 	for _, o := range options {
 		v := getValue(o.ptr(&c))
+		if o.redact != nil {
+			v = o.redact(v)
+		}
 		if o.secret && v != "" {
 			v = "******** (set)"
 		}

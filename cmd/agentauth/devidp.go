@@ -12,7 +12,9 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,12 +34,18 @@ const (
 // devIdPIssuer is the dev provider's issuer on an edge at publicURL.
 func devIdPIssuer(publicURL string) string { return publicURL + devIdPPath }
 
-// startDevIdP builds the development provider, refusing a non-loopback
-// HTTP address unless forced.
+// startDevIdP builds the development provider, refusing, unless forced,
+// an HTTP edge that is not on a loopback address or is published (by a
+// reverse proxy) at a --public-url that is not.
 func (m *Main) startDevIdP() (http.Handler, string, error) {
-	if host, _, err := net.SplitHostPort(m.httpLn.Addr().String()); err == nil {
-		if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && !m.Config.DevIdPForce {
+	if !m.Config.DevIdPForce {
+		if host, _, err := net.SplitHostPort(m.httpLn.Addr().String()); err == nil && !isLoopbackHost(host) {
 			return nil, "", fmt.Errorf("the development OpenID provider would be reachable on %s: it has published passwords. Use --oidc-issuers for a real provider, or --dev-idp-force if you really mean it", m.httpLn.Addr())
+		}
+		if pub := m.Config.PublicURL; pub != "" {
+			if u, err := url.Parse(pub); err != nil || !isLoopbackHost(u.Hostname()) {
+				return nil, "", fmt.Errorf("the development OpenID provider would be reachable at --public-url %s: it has published passwords. Use --oidc-issuers for a real provider, or --dev-idp-force if you really mean it", pub)
+			}
 		}
 	}
 	key, err := loadDevIdPKey(m)
@@ -60,6 +68,16 @@ func (m *Main) startDevIdP() (http.Handler, string, error) {
 	}
 	m.Log.Warn("DEVELOPMENT OpenID provider enabled (users alice and bob, published passwords); use --oidc-issuers in production", "issuer", issuer)
 	return h, issuer, nil
+}
+
+// isLoopbackHost says whether host (a name or an address) is this
+// machine only: localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func loadDevIdPKey(m *Main) (*ecdsa.PrivateKey, error) {

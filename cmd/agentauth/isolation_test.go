@@ -15,6 +15,7 @@ import (
 
 	cloudevent "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
@@ -412,5 +413,65 @@ func TestAcceptedWithin(t *testing.T) {
 	}
 	if acceptedWithin(context.Background(), m.NATSURL(), []byte(stranger.NKeySeed), 300*time.Millisecond) {
 		t.Error("an unregistered key is reported accepted")
+	}
+}
+
+// TestPolicyChangeAppliesToOpenConnections: narrowing an agent's policy
+// (same key) takes the old permissions from its open connections too;
+// nats-server keeps a connection's permissions until it reconnects.
+func TestPolicyChangeAppliesToOpenConnections(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	creds := MustRegister(t, m, "app1", agents.Policy{Approver: true})
+	old := mustAgentConn(t, m, creds)
+	streamInfo := func(nc *nats.Conn) error {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = js.Stream(ctx, schemas.StreamNotify)
+		return err
+	}
+	if err := streamInfo(old.Conn); err != nil {
+		t.Fatalf("an approver reads the notifications stream's info: %v", err)
+	}
+
+	a, rev, err := m.Agents().Get(context.Background(), "app1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Policy.Approver = false
+	if err := m.Agents().Update(context.Background(), a, rev); err != nil {
+		t.Fatal(err)
+	}
+	// The change is applied once a new connection is refused.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if streamInfo(mustAgentConn(t, m, creds).Conn) != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the narrowed policy was never applied to new connections")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if streamInfo(old.Conn) != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection opened under the old policy keeps its permissions")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Reconnected, it has the new permissions only.
+	for deadline := time.Now().Add(10 * time.Second); !old.IsConnected(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's connection did not reconnect")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := streamInfo(old.Conn); err == nil {
+		t.Error("after reconnecting, the agent still reads the notifications stream")
 	}
 }

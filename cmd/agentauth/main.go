@@ -55,7 +55,7 @@ func newServeCmd() *cobra.Command {
 	}
 	cf := addConfigFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, _, err := cf.load(os.Getenv)
+		cfg, _, err := cf.load(os.LookupEnv)
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func newConfigCmd() *cobra.Command {
 	}
 	cf := addConfigFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, src, err := cf.load(os.Getenv)
+		cfg, src, err := cf.load(os.LookupEnv)
 		if err != nil {
 			return err
 		}

@@ -598,6 +598,14 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
+// mapEnv stands in for os.LookupEnv with the variables of env.
+func mapEnv(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
 func withDataDir(c Config, dir string) Config {
 	c.DataDir = dir
 	return c
@@ -610,14 +618,13 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"AGENTAUTH_LOG_LEVEL": "debug", "AGENTAUTH_MAX_EVENT_BYTES": "2048"}
-	getenv := func(k string) string { return env[k] }
 
 	cmd := &cobra.Command{Use: "serve"}
 	cf := addConfigFlags(cmd.Flags())
 	if err := cmd.Flags().Parse([]string{"--config", file, "--max-event-bytes", "4096"}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, src, err := cf.load(getenv)
+	cfg, src, err := cf.load(mapEnv(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,6 +657,7 @@ func TestConfigPrecedence(t *testing.T) {
 		"unknown yaml key":   {yaml: "no-such-key: 1\n", want: "unknown key"},
 		"bad yaml":           {yaml: ": : :\n", want: "not valid YAML"},
 		"bad duration env":   {env: map[string]string{"AGENTAUTH_REQUEST_TIMEOUT": "soon"}, want: "AGENTAUTH_REQUEST_TIMEOUT"},
+		"empty int env":      {env: map[string]string{"AGENTAUTH_MAX_EVENT_BYTES": ""}, want: "AGENTAUTH_MAX_EVENT_BYTES"},
 		"bad int flag":       {args: []string{"--max-event-bytes", "lots"}, want: "--max-event-bytes"},
 		"bad sync":           {args: []string{"--jetstream-sync", "sometimes"}, want: "jetstream-sync"},
 		"bad log level":      {args: []string{"--log-level", "loud"}, want: "log-level"},
@@ -670,7 +678,7 @@ func TestConfigPrecedence(t *testing.T) {
 			if err := cmd.Flags().Parse(args); err != nil {
 				t.Fatal(err)
 			}
-			_, _, err := cf.load(func(k string) string { return tc.env[k] })
+			_, _, err := cf.load(mapEnv(tc.env))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error mentioning %q", err, tc.want)
 			}
@@ -687,6 +695,31 @@ func TestConfigCommand(t *testing.T) {
 	}
 	if strings.Contains(out, "tok-123-secret") {
 		t.Errorf("config output shows a secret:\n%s", out)
+	}
+}
+
+// TestConfigEmptyEnv: a variable set to the empty string applies (the
+// help says "empty to require credentials"), one unset does not.
+func TestConfigEmptyEnv(t *testing.T) {
+	t.Setenv("AGENTAUTH_ANONYMOUS_AGENT", "")
+	out := runCLI(t, "config")
+	if !regexp.MustCompile(`(?m)^anonymous-agent\s+-\s+env\s+AGENTAUTH_ANONYMOUS_AGENT$`).MatchString(out) {
+		t.Errorf("config output does not show anonymous-agent empty from the environment:\n%s", out)
+	}
+
+	cmd := &cobra.Command{Use: "serve"}
+	cf := addConfigFlags(cmd.Flags())
+	if err := cmd.Flags().Parse([]string{"--data-dir", t.TempDir(), "--nats-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := cf.load(os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := MustMain(t, cfg)
+	if nc, err := nats.Connect(m.NATSURL()); err == nil {
+		nc.Close()
+		t.Error("with AGENTAUTH_ANONYMOUS_AGENT= a connection without credentials was accepted")
 	}
 }
 
@@ -730,6 +763,31 @@ func TestPortInUse(t *testing.T) {
 	}
 }
 
+// TestFailedStartReleasesHTTPPort: a start-up that fails after binding
+// the HTTP address (here: no NATS server at --nats-url) frees it on
+// Close.
+func TestFailedStartReleasesHTTPPort(t *testing.T) {
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Close()
+	cfg := restartableConfig(t)
+	cfg.NATSURL = "nats://" + gone.Addr().String()
+	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := m.Run(context.Background()); err == nil {
+		t.Fatal("started without a NATS server")
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		t.Fatalf("the HTTP address of a failed start is still bound after Close: %v", err)
+	}
+	ln.Close()
+}
+
 // TestConfigAccessTokenTyp: --oidc-access-token-typ comes from a flag,
 // the environment or the file like every option, is shown by `agentauth
 // config`, and takes at+jwt or nothing.
@@ -759,7 +817,7 @@ func TestConfigAccessTokenTyp(t *testing.T) {
 			if err := cmd.Flags().Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			cfg, _, err := cf.load(func(k string) string { return tc.env[k] })
+			cfg, _, err := cf.load(mapEnv(tc.env))
 			if tc.wantErr {
 				if err == nil || !strings.Contains(err.Error(), "oidc-access-token-typ") {
 					t.Errorf("got %v, want an error naming oidc-access-token-typ", err)

@@ -45,9 +45,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 )
 
-// The embedded OpenFGA's settings. retrieval.FGA's ListObjectsMax and
-// ListObjectsDeadline must be the first two (cmd sets them for the
-// embedded instance): change them together.
+// The embedded OpenFGA's settings. retrieval.FGA's ListObjectsMax,
+// ListObjectsDeadline and ListObjectsTimeout must be the first three
+// (Config.fgaConfig sets them for the embedded instance): change them
+// together.
 const (
 	// OpenFGA answers ListObjects with what it found after this long, or
 	// at this many objects; FGA reports such answers as truncated.
@@ -58,8 +59,9 @@ const (
 	// Every request is cut off after this long (gRPC timeout interceptor
 	// and the server's own upstream timeout). Longer than the ListObjects
 	// deadline so that ListObjects returns its partial answer instead of
-	// an error.
-	openFGARequestTimeout = 5 * time.Second
+	// an error; the client waits as long for ListObjects (its
+	// ListObjectsTimeout).
+	openFGARequestTimeout = openFGAListObjectsDeadline + 2*time.Second
 	// /batch-check limits: retrieval sends chunks of 50.
 	openFGAMaxChecksPerBatch = 50
 	// sqlite waits this long for a competing writer (the CLI writing

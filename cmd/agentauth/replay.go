@@ -57,7 +57,7 @@ A progress bar is drawn on stderr while reading a finite range; --follow keeps t
 	fl.Uint64Var(&f.fromSeq, "from-seq", 0, "first stream sequence")
 	fl.Uint64Var(&f.toSeq, "to-seq", 0, "last stream sequence")
 	fl.StringVar(&f.format, "format", "json", "json (CloudEvents JSON lines) or table")
-	fl.BoolVarP(&f.follow, "follow", "f", false, "keep reading new events until interrupted")
+	fl.BoolVarP(&f.follow, "follow", "f", false, "keep reading new events until interrupted, or until past --to-seq or --until")
 	fl.BoolVar(&f.noPB, "no-progress", false, "never draw the progress bar")
 	return cmd
 }

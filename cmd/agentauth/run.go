@@ -102,7 +102,8 @@ func NewMain(cfg Config, log *slog.Logger) *Main {
 	return &Main{Config: cfg, Log: log, Instance: nuid.Next()[:10]}
 }
 
-// NATSURL is the client URL of the NATS server in use.
+// NATSURL is the client URL of the NATS server in use, with the
+// credentials --nats-url may carry: show bus.RedactURL of it.
 func (m *Main) NATSURL() string { return m.natsURL }
 
 // HTTPURL is the base URL of the HTTP edge.
@@ -224,7 +225,7 @@ func (m *Main) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := bus.EnsureStreams(sctx, m.js, m.streamOptions()); err != nil {
-		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, m.natsURL)
+		return fmt.Errorf("%w (is JetStream enabled on %s?)", err, bus.RedactURL(m.natsURL))
 	}
 	m.auditor = bus.NewAuditorWith(auditJS, m.metrics, m.Log, m.Instance, bus.AuditorOptions{Linger: c.AuditLinger})
 	if m.agents, err = bus.NewAgentStore(sctx, m.js, c.StreamReplicas); err != nil {
@@ -561,7 +562,7 @@ func (m *Main) audit(req *bus.Request, area, object, verb, typ string, data any)
 // ready checks NATS and every stream.
 func (m *Main) ready(ctx context.Context) error {
 	if !m.nc.IsConnected() || !m.auditNC.IsConnected() {
-		return fmt.Errorf("not connected to NATS at %s", m.natsURL)
+		return fmt.Errorf("not connected to NATS at %s", bus.RedactURL(m.natsURL))
 	}
 	for _, cfg := range bus.StreamConfigs(m.streamOptions()) {
 		if _, err := m.js.Stream(ctx, cfg.Name); err != nil {
@@ -578,7 +579,7 @@ func (m *Main) info() map[string]any {
 	}
 	return map[string]any{
 		"service": schemas.ServiceName, "version": version, "instance": m.Instance,
-		"nats_url": m.natsURL, "embedded_nats": m.Embedded(), "operations": ops,
+		"nats_url": bus.RedactURL(m.natsURL), "embedded_nats": m.Embedded(), "operations": ops,
 		"capabilities": m.capabilities(),
 	}
 }
@@ -617,6 +618,8 @@ func (m *Main) close(ctx context.Context) error {
 		if err := <-m.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+	} else if m.httpLn != nil {
+		_ = m.httpLn.Close() // a failed start: bound, never served
 	}
 	if m.vaultDone != nil {
 		// m.stop ended the refresher's context: no refresh starts, and
@@ -674,7 +677,7 @@ func (m *Main) close(ctx context.Context) error {
 
 // banner tells a newcomer how to talk to the service.
 func (m *Main) banner(w io.Writer) {
-	nurl := m.natsURL
+	nurl := bus.RedactURL(m.natsURL)
 	fmt.Fprintf(w, "\nagentauth %s is running (instance %s)\n  NATS      %s%s\n  HTTP      %s  (/healthz /readyz /metrics)\n  data dir  %s\n  fsync     %s\n\n",
 		version, m.Instance, nurl, embeddedNote(m.Embedded()), m.HTTPURL(), m.Config.DataDir, m.Config.JetStreamSync)
 	if m.anon != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -182,6 +183,42 @@ func TestDevIdPRefusesNonLoopback(t *testing.T) {
 	_ = m.Close(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "--dev-idp-force") {
 		t.Errorf("got %v, want a refusal naming --dev-idp-force", err)
+	}
+}
+
+// TestDevIdPRefusesPublicURL: behind a reverse proxy the edge listens on
+// loopback but is published at --public-url; the development provider
+// (published passwords) is refused there too, unless forced.
+func TestDevIdPRefusesPublicURL(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name, publicURL, devIdP string
+		force, wantErr          bool
+	}{
+		{name: "auto, public", publicURL: "https://auth.example.com", devIdP: "auto", wantErr: true},
+		{name: "on, public address", publicURL: "http://192.0.2.10:8080/", devIdP: "on", wantErr: true},
+		{name: "forced", publicURL: "https://auth.example.com", devIdP: "auto", force: true},
+		{name: "localhost", publicURL: "http://localhost:8080", devIdP: "auto"},
+		{name: "loopback address", publicURL: "http://[::1]:8080", devIdP: "on"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.PublicURL, cfg.DevIdP, cfg.DevIdPForce = tc.publicURL, tc.devIdP, tc.force
+			m := NewMain(cfg, log)
+			err := m.Run(context.Background())
+			if cerr := m.Close(context.Background()); cerr != nil && err == nil {
+				t.Errorf("close: %v", cerr)
+			}
+			if !tc.wantErr {
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "--dev-idp-force") || !strings.Contains(err.Error(), "--oidc-issuers") {
+				t.Errorf("got %v, want a refusal naming --dev-idp-force and --oidc-issuers", err)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -260,6 +261,58 @@ func TestVaultMasterKey(t *testing.T) {
 	_ = o.Close(context.Background())
 	if err == nil || !errors.Is(err, vault.ErrWrongKey) {
 		t.Fatalf("old key after rotation: %v", err)
+	}
+}
+
+// TestVaultRotateKeyReplacesFile: rotate-key puts the new key in the
+// default key file by a rename, never by rewriting the old file in place
+// (a crash mid-write would leave no usable key): a hard link to the old
+// file keeps the old key, the new file is 0600, and no temporary file is
+// left.
+func TestVaultRotateKeyReplacesFile(t *testing.T) {
+	cfg := testConfig(t)
+	if err := MustMain(t, cfg).Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := keyPath(cfg.DataDir, vaultKeyFile)
+	oldKey, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(cfg.DataDir, "vault.key.backup")
+	if err := os.Link(keyFile, backup); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadDir(filepath.Dir(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newKeyFile := filepath.Join(t.TempDir(), "new.key")
+	runCLI(t, "vault", "rotate-key", "--data-dir", cfg.DataDir, "--new-key-file", newKeyFile, "--no-progress")
+	newKey, err := os.ReadFile(newKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(keyFile); err != nil || !bytes.Equal(got, newKey) {
+		t.Errorf("key file after rotation: got %q (%v), want the new key", got, err)
+	}
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode after rotation: got %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	if got, err := os.ReadFile(backup); err != nil || !bytes.Equal(got, oldKey) {
+		t.Errorf("the old key file was rewritten in place: a link to it holds %q (%v), want the old key", got, err)
+	}
+	after, err := os.ReadDir(filepath.Dir(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		var names []string
+		for _, e := range after {
+			names = append(names, e.Name())
+		}
+		t.Errorf("keys dir after rotation: %v, want the %d files it had", names, len(before))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -94,7 +95,7 @@ end; otherwise, set AGENTAUTH_VAULT_KEY to the new key before starting agentauth
 				if err != nil {
 					return err
 				}
-				if err := os.WriteFile(keyPath(dataDir, vaultKeyFile), b, 0o600); err != nil {
+				if err := replaceKeyFile(keyPath(dataDir, vaultKeyFile), b); err != nil {
 					return fmt.Errorf("the vault is re-encrypted with %s, but %s could not be replaced: %w (copy the new key there yourself)", newKeyFile, keyPath(dataDir, vaultKeyFile), err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "vault re-encrypted with key %s; %s now holds it\n", newKR.ID(), keyPath(dataDir, vaultKeyFile))
@@ -110,4 +111,19 @@ end; otherwise, set AGENTAUTH_VAULT_KEY to the new key before starting agentauth
 	fl.StringVar(&newKeyFile, "new-key-file", "", "file of the new master key (generated if it does not exist)")
 	fl.BoolVar(&noProgress, "no-progress", false, "no progress bar")
 	return cmd
+}
+
+// replaceKeyFile replaces the key file at path with b (mode 0600) by a
+// rename, synced with its directory: a crash leaves the old key or the
+// new one, never a truncated file, and the old file is not written to.
+func replaceKeyFile(path string, b []byte) error {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

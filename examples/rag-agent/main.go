@@ -51,8 +51,7 @@ func run(ctx context.Context, creds, user, edge, query string, k int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%q for %s: %d documents (complete: %v; %d candidates, %d checks, %s)\n",
-		query, user, len(res.Documents), res.Complete, res.Candidates, res.Checks, res.Strategy)
+	fmt.Printf("%q for %s: %d documents (complete: %v)\n", query, user, len(res.Documents), res.Complete)
 	for i, d := range res.Documents {
 		fmt.Printf("%2d. %.3f  %-14s %-22s %s\n", i+1, d.Score, d.ID, d.Object, d.Text)
 	}
