@@ -98,6 +98,19 @@ func RedactURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
+// StripUserinfo removes the user information (and its @) of every URL in
+// a comma-separated list of NATS server URLs: the address without the
+// credentials of whoever wrote it, for handing to someone else.
+func StripUserinfo(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if j, k, ok := userinfo(p); ok {
+			parts[i] = p[:j] + p[k+1:]
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 // userinfo finds the user information of a URL: u[j:k], up to the last @
 // (a password may hold / ? # or @ itself).
 func userinfo(u string) (j, k int, ok bool) {

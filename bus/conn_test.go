@@ -25,6 +25,22 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
+func TestStripUserinfo(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"no credentials", "nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"user and password", "nats://u:s3cret@host:4222", "nats://host:4222"},
+		{"token", "nats://TOKEN@host:4222", "nats://host:4222"},
+		{"list", "nats://a:s3cret@n1:4222,tls://TOKEN@n2:4222,nats://n3:4222", "nats://n1:4222,tls://n2:4222,nats://n3:4222"},
+		{"password with @ and /", "nats://u:s3/c@ret@host:4222", "nats://host:4222"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := bus.StripUserinfo(tc.in); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestConnectErrorHidesCredentials: a URL nats.go cannot parse is quoted
 // in its error; the credentials in it are not.
 func TestConnectErrorHidesCredentials(t *testing.T) {

@@ -120,7 +120,9 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			creds.URL = nf.url
+			// The agent gets the address, never the operator's own
+			// credentials that --nats-url may carry.
+			creds.URL = bus.StripUserinfo(nf.url)
 			path := filepath.Join(out, a.ID+".agent.json")
 			if _, err := os.Stat(path); err == nil {
 				return fmt.Errorf("%s exists; remove it or choose another --out", path)
@@ -143,9 +145,9 @@ func newAgentCmd() *cobra.Command {
 			// milliseconds; wait for it, so that the agent can connect
 			// as soon as this command returns.
 			if acceptedWithin(ctx, nf.url, []byte(creds.NKeySeed), acceptWait) {
-				fmt.Fprintf(w, "The NATS server at %s accepts the agent now.\n", nf.url)
+				fmt.Fprintf(w, "The NATS server at %s accepts the agent now.\n", bus.RedactURL(nf.url))
 			} else {
-				fmt.Fprintf(w, "The NATS server at %s does not accept the agent yet. agentauth's embedded server applies new agents within a second; with your own NATS server, regenerate its authorization with: agentauth agent nats-config\n", nf.url)
+				fmt.Fprintf(w, "The NATS server at %s does not accept the agent yet. agentauth's embedded server applies new agents within a second; with your own NATS server, regenerate its authorization with: agentauth agent nats-config\n", bus.RedactURL(nf.url))
 			}
 			fmt.Fprintf(w, "Use it from Go:  client.Connect(ctx, client.Options{CredsFile: %q})\n", path)
 			return nil

@@ -125,7 +125,7 @@ var options = []option{
 	{name: "dev-idp", def: "auto", usage: "the built-in development OpenID provider at <public-url>/dev-idp (users alice and bob): auto (on when no --oidc-issuers), on, or off", ptr: func(c *Config) any { return &c.DevIdP }},
 	{name: "login-client-id", def: "agentauth-web", usage: "OAuth client id of agentauth's browser login (/login) at the first OpenID issuer (or the development provider)", ptr: func(c *Config) any { return &c.LoginClientID }},
 	{name: "login-client-secret", secret: true, usage: "its client secret, for a confidential client (PKCE is used either way)", ptr: func(c *Config) any { return &c.LoginSecret }},
-	{name: "dev-idp-force", def: "false", usage: "run the development OpenID provider even when the HTTP edge is not on a loopback address", ptr: func(c *Config) any { return &c.DevIdPForce }},
+	{name: "dev-idp-force", def: "false", usage: "run the development OpenID provider even when the HTTP edge is not on a loopback address or --public-url names another host", ptr: func(c *Config) any { return &c.DevIdPForce }},
 	{name: "vault-key", secret: true, usage: "the vault master key (32 bytes, base64 or hex; generate with: openssl rand -base64 32); default: --vault-key-file", ptr: func(c *Config) any { return &c.VaultKey }},
 	{name: "vault-key-file", usage: "file holding the vault master key (default <data-dir>/keys/vault.key, generated on first start: development only, keep production's elsewhere)", ptr: func(c *Config) any { return &c.VaultKeyFile }},
 	{name: "vault-refresh-interval", def: "30s", usage: "how often the vault looks for tokens near expiry to refresh in the background", ptr: func(c *Config) any { return &c.VaultRefreshInterval }},
