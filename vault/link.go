@@ -257,9 +257,15 @@ func (s *Service) CompleteLink(ctx context.Context, cb Callback, who UserRef) (R
 	// grants in theirs: Google's email is a URL). A re-link may keep
 	// what the provider granted before, so the earlier requests count too.
 	// (Never nil: nil marks a record linked before Requested was kept.)
-	rec.Requested = append([]string{}, f.Link.Scopes...)
+	// A link for a record kept before Requested asks for its scopes
+	// under the provider's names: the aliases the connection knows are
+	// recorded under agentauth's.
+	asked := c.ours(f.Link.Scopes)
+	rec.Requested = asked
 	if err := s.replace(&rec, func(prev Record) {
-		rec.Requested = append([]string{}, union(prev.requested(), f.Link.Scopes)...)
+		// prev.Requested, not prev.Scopes: an older record's scopes
+		// are in the provider's vocabulary.
+		rec.Requested = union(prev.Requested, asked)
 	}); err != nil {
 		return Record{}, err
 	}

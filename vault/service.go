@@ -203,6 +203,24 @@ func (c Connection) lacking(granted, want []string) []string {
 	return out
 }
 
+// ours names scopes as agentauth does: a provider's name for a scope the
+// connection has an alias for becomes the alias. Never nil.
+func (c Connection) ours(scopes []string) []string {
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		for k, v := range c.ScopeAliases {
+			if v == s {
+				s = k
+				break
+			}
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // missing is b \ a.
 func missing(have, want []string) []string {
 	var out []string
@@ -240,8 +258,10 @@ func (s *Service) Token(ctx context.Context, r Request) (Issued, error) {
 	// The token carries every scope it was granted: an agent whose
 	// policy allows fewer (another agent widened the link) does not get
 	// it. Requested scopes, not the provider's names for them, are
-	// compared.
-	if wider := missing(allowed, rec.requested()); len(wider) > 0 {
+	// compared; a record linked before they were kept (Requested nil)
+	// has only the provider's names, so it is let through as before,
+	// until its next link records them.
+	if wider := missing(allowed, rec.Requested); rec.Requested != nil && len(wider) > 0 {
 		return Issued{}, errorf(schemas.CodeDenied, fmt.Sprintf("the user's %s account (connection %q) was connected with scopes %s, which the policy of agent %s does not allow (it allows %s), so its token would give the agent more than its policy: the operator can add those scopes to the agent's policy, or the user can disconnect %q on the connected accounts page and connect it again with fewer scopes",
 			c.Title, c.Name, strings.Join(wider, " "), r.Agent.ID, strings.Join(allowed, " "), c.Name), nil)
 	}
