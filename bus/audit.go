@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -163,7 +164,8 @@ func (a *Auditor) Flush(ctx context.Context) error {
 	}
 }
 
-// Close flushes and stops the writer.
+// Close flushes and stops the writer, waiting for its last writes'
+// acknowledgements until ctx ends.
 func (a *Auditor) Close(ctx context.Context) error {
 	err := a.Flush(ctx)
 	a.mu.Lock()
@@ -172,7 +174,13 @@ func (a *Auditor) Close(ctx context.Context) error {
 		close(a.ch)
 	}
 	a.mu.Unlock()
-	<-a.done
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("bus: audit writes still unacknowledged at shutdown: %w", ctx.Err())
+		}
+	}
 	return err
 }
 

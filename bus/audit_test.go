@@ -215,22 +215,27 @@ func TestAuditorClose(t *testing.T) {
 // are refused after being sent (and not stored).
 type faultyJS struct {
 	jetstream.JetStream
-	mu            sync.Mutex
-	stalls, nacks int
-	calls         int
+	mu                   sync.Mutex
+	stalls, nacks, hangs int
+	calls                int
 }
 
 func (f *faultyJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	f.mu.Lock()
 	f.calls++
 	stall, nack := f.stalls > 0, f.stalls == 0 && f.nacks > 0
+	hang := !stall && !nack && f.hangs > 0
 	if stall {
 		f.stalls--
 	} else if nack {
 		f.nacks--
+	} else if hang {
+		f.hangs--
 	}
 	f.mu.Unlock()
 	switch {
+	case hang:
+		return unanswered{m}, nil
 	case stall:
 		return nil, jetstream.ErrTooManyStalledMsgs
 	case nack:
@@ -249,6 +254,39 @@ func (r refused) Err() <-chan error {
 	return ch
 }
 func (r refused) Msg() *nats.Msg { return r.m }
+
+// unanswered is the ack future of a write JetStream never answers.
+type unanswered struct{ m *nats.Msg }
+
+func (u unanswered) Ok() <-chan *jetstream.PubAck { return nil }
+func (u unanswered) Err() <-chan error            { return nil }
+func (u unanswered) Msg() *nats.Msg               { return u.m }
+
+// TestAuditorCloseBounded: Close waits for the last acknowledgements only
+// as long as its context allows.
+func TestAuditorCloseBounded(t *testing.T) {
+	js := MustJetStream(t)
+	fj := &faultyJS{JetStream: js, hangs: 1}
+	a := NewAuditorWith(fj, NewMetrics(prometheus.NewRegistry()), discardLog(), "test-1", AuditorOptions{Linger: time.Millisecond})
+	a.Record("sys", "info", "ok", "dev.agentauth.test", TraceContext{}, map[string]int{"n": 1})
+	waitUntil(t, "the write", func() bool {
+		fj.mu.Lock()
+		defer fj.mu.Unlock()
+		return fj.calls >= 1
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Close(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close with a write never acknowledged: %v, want the context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after its context ended")
+	}
+}
 
 // TestAuditorRetries: a write JetStream cannot take now (too many acks
 // pending) or does not acknowledge is written again, not dropped; one

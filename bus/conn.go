@@ -141,7 +141,8 @@ func (e redactedError) Error() string {
 func (e redactedError) Unwrap() error { return e.err }
 
 // JetStream returns the JetStream API on nc. Asynchronous publishes may
-// have 8,192 acks pending (the audit writer checks its own).
+// have 8,192 acks pending, each failing after 10 s without an ack (the
+// audit writer checks its own and writes those again).
 func JetStream(nc *nats.Conn) (jetstream.JetStream, error) {
-	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(10*time.Second))
 }
