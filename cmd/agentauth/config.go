@@ -93,6 +93,11 @@ type option struct {
 	redact func(string) string
 	ptr    func(*Config) any // *string, *int or *time.Duration
 	def    string
+	// emptyMeans, when set, says what an empty value does: such an
+	// option's AGENTAUTH_ variable applies even when set to "" (and
+	// turns it off). Any other option's empty variable counts as unset,
+	// as in `VAR: ${X}` with X unset in a compose file.
+	emptyMeans string
 }
 
 var options = []option{
@@ -146,7 +151,7 @@ var options = []option{
 	{name: "embeddings-model", usage: "model name for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsModel }},
 	{name: "embeddings-api-key", secret: true, usage: "API key for --embeddings-url", ptr: func(c *Config) any { return &c.EmbeddingsKey }},
 	{name: "embeddings-dimensions", def: "0", usage: "dimensions the embeddings endpoint returns (0: learn from the first answer)", ptr: func(c *Config) any { return &c.EmbeddingsDimensions }},
-	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", ptr: func(c *Config) any { return &c.AnonymousAgent }},
+	{name: "anonymous-agent", def: "demo", usage: "embedded NATS only, for development: connections without credentials act as this agent (created on first start, its keys in <data-dir>/keys); empty to require credentials from everyone", emptyMeans: "no anonymous agent", ptr: func(c *Config) any { return &c.AnonymousAgent }},
 }
 
 func envName(flag string) string {
@@ -265,7 +270,7 @@ func (cf *configFlags) load(lookupEnv func(string) (string, bool)) (Config, map[
 		}
 	}
 	for _, o := range options {
-		if v, ok := lookupEnv(envName(o.name)); ok {
+		if v, ok := lookupEnv(envName(o.name)); ok && (v != "" || o.emptyMeans != "") {
 			if err := setValue(o.ptr(&c), v); err != nil {
 				return c, nil, fmt.Errorf("%s: %w", envName(o.name), err)
 			}

@@ -617,7 +617,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if err := os.WriteFile(file, []byte("http-listen: 127.0.0.1:9001\nlog-level: warn\nrequest-timeout: 3s\nnats-password: hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"AGENTAUTH_LOG_LEVEL": "debug", "AGENTAUTH_MAX_EVENT_BYTES": "2048"}
+	// Empty variables (`VAR: ${X}` with X unset in a compose file)
+	// count as unset, but for options where empty means something.
+	env := map[string]string{"AGENTAUTH_LOG_LEVEL": "debug", "AGENTAUTH_MAX_EVENT_BYTES": "2048",
+		"AGENTAUTH_REQUEST_TIMEOUT": "", "AGENTAUTH_DATA_DIR": "", "AGENTAUTH_SHUTDOWN_TIMEOUT": ""}
 
 	cmd := &cobra.Command{Use: "serve"}
 	cf := addConfigFlags(cmd.Flags())
@@ -634,6 +637,7 @@ func TestConfigPrecedence(t *testing.T) {
 		{"max-event-bytes", fmt.Sprint(cfg.MaxEventBytes), "4096", "flag"},
 		{"request-timeout", cfg.RequestTimeout.String(), "3s", "file"},
 		{"data-dir", cfg.DataDir, "./agentauth-data", "default"},
+		{"shutdown-timeout", cfg.ShutdownTimeout.String(), "15s", "default"},
 	} {
 		if c.got != c.want || src[c.name] != c.src {
 			t.Errorf("%s: got %s from %s, want %s from %s", c.name, c.got, src[c.name], c.want, c.src)
@@ -657,7 +661,6 @@ func TestConfigPrecedence(t *testing.T) {
 		"unknown yaml key":   {yaml: "no-such-key: 1\n", want: "unknown key"},
 		"bad yaml":           {yaml: ": : :\n", want: "not valid YAML"},
 		"bad duration env":   {env: map[string]string{"AGENTAUTH_REQUEST_TIMEOUT": "soon"}, want: "AGENTAUTH_REQUEST_TIMEOUT"},
-		"empty int env":      {env: map[string]string{"AGENTAUTH_MAX_EVENT_BYTES": ""}, want: "AGENTAUTH_MAX_EVENT_BYTES"},
 		"bad int flag":       {args: []string{"--max-event-bytes", "lots"}, want: "--max-event-bytes"},
 		"bad sync":           {args: []string{"--jetstream-sync", "sometimes"}, want: "jetstream-sync"},
 		"bad log level":      {args: []string{"--log-level", "loud"}, want: "log-level"},
