@@ -291,8 +291,10 @@ func (s *Server) Operations() []schemas.Op {
 
 // Stop stops taking requests and waits for those in flight (and handlers
 // still running past their timeout) to finish, or ctx to end. Requests
-// NATS delivered before the endpoints unsubscribed are served; any
-// straggler after that gets a retryable unavailable error.
+// NATS delivered before the endpoints unsubscribed are served as long as
+// micro keeps handing them over (a pause of 50 ms ends that); any
+// straggler after that gets a retryable unavailable error, never a panic
+// or silence.
 func (s *Server) Stop(ctx context.Context) error {
 	if err := s.svc.Stop(); err != nil {
 		return err

@@ -59,8 +59,14 @@ func (s *Service) refreshOnce(ctx context.Context, c Connection, u UserRef, agen
 		if s.Locker != nil {
 			// The wait for the lease has its own bound: the provider's
 			// starts once the lease is held. Like the provider call, it
-			// does not end with the first caller's context.
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.providerTimeout())
+			// does not end with an agent's request; the background
+			// refresher's (agent "") ends it at shutdown, as no provider
+			// call has started yet.
+			base := context.WithoutCancel(ctx)
+			if agent == "" {
+				base = ctx
+			}
+			lctx, cancel := context.WithTimeout(base, s.providerTimeout())
 			unlock, err := s.Locker.Lock(lctx, "vault."+key)
 			cancel()
 			if err != nil {

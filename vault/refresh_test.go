@@ -285,3 +285,42 @@ func TestRefreshNeverAutoDetectsClientAuth(t *testing.T) {
 		})
 	}
 }
+
+// heldLocker is a lease another instance holds: Lock waits until its
+// context ends, then fails.
+type heldLocker struct{ waiting chan struct{} }
+
+func (l *heldLocker) Lock(ctx context.Context, key string) (func(), error) {
+	select {
+	case l.waiting <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestRefresherLeaseWaitEndsAtShutdown: the background refresher waiting
+// for another instance's lease stops waiting when it is stopped (no
+// provider call has started, so there is nothing to finish), instead of
+// holding up the shutdown for the whole lease bound.
+func TestRefresherLeaseWaitEndsAtShutdown(t *testing.T) {
+	h := mustVault(t, modeStrict)
+	h.link(t, alice, "acme")
+	h.expire(t, alice, "acme")
+	lk := &heldLocker{waiting: make(chan struct{}, 1)}
+	h.svc.Locker = lk
+	h.svc.ProviderTimeout = time.Hour // the lease bound: far beyond this test
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.svc.refreshDue(ctx, RefresherOptions{Interval: time.Minute, Jitter: time.Nanosecond})
+	}()
+	watch(t, lk.waiting, "the refresher to wait for the lease")
+	cancel()
+	watch(t, done, "the refresher to return once stopped")
+	if n := h.prov.refreshCall.Load(); n != 0 {
+		t.Errorf("refresh calls = %d, want none", n)
+	}
+}
