@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/spf13/cobra"
 
 	"github.com/agentauth/agentauth/agents"
@@ -395,27 +394,7 @@ condition non_expired_grant(current_time: timestamp, grant_time: timestamp, gran
 
 // retrievalAudit replays the retrieval audit records.
 func retrievalAudit(t *testing.T, m *Main) []schemas.AuditRetrieval {
-	t.Helper()
-	if err := m.auditor.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	out := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress", "--subject", "agentauth.audit.retrieval.>")
-	var recs []schemas.AuditRetrieval
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if line == "" {
-			continue
-		}
-		var e event.Event
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("replay line %q: %v", line, err)
-		}
-		var a schemas.AuditRetrieval
-		if err := e.DataAs(&a); err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, a)
-	}
-	return recs
+	return auditData[schemas.AuditRetrieval](t, m, "agentauth.audit.retrieval.>")
 }
 
 // TestRetrievalReplyHidesWork: the reply says nothing that varies with

@@ -62,12 +62,18 @@ func connectInBrowser(t *testing.T, hc *http.Client, link, user string) (int, st
 
 // vaultAudit reads the vault's audit events through `agentauth replay`.
 func vaultAudit(t *testing.T, m *Main) []schemas.AuditVault {
+	return auditData[schemas.AuditVault](t, m, "agentauth.audit.vault.>")
+}
+
+// auditData reads the data of the audit events on subject through
+// `agentauth replay`, once everything recorded so far is stored.
+func auditData[T any](t *testing.T, m *Main, subject string) []T {
 	t.Helper()
 	if err := m.auditor.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	out := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress", "--subject", "agentauth.audit.vault.>")
-	var recs []schemas.AuditVault
+	out := runCLI(t, "replay", "--nats-url", m.NATSURL(), "--data-dir", m.Config.DataDir, "--no-progress", "--subject", subject)
+	var recs []T
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
 			continue
@@ -76,7 +82,7 @@ func vaultAudit(t *testing.T, m *Main) []schemas.AuditVault {
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("replay line %q: %v", line, err)
 		}
-		var a schemas.AuditVault
+		var a T
 		if err := e.DataAs(&a); err != nil {
 			t.Fatal(err)
 		}
