@@ -69,6 +69,11 @@ func (s *AgentStore) Get(ctx context.Context, id string) (agents.Agent, uint64, 
 	if err := json.Unmarshal(e.Value(), &a); err != nil {
 		return agents.Agent{}, 0, fmt.Errorf("agent %s: stored record unreadable: %w", id, err)
 	}
+	// A record that is not this agent's (written there by anything but
+	// the registry) is no agent at all.
+	if err := a.Validate(); err != nil || a.ID != id {
+		return agents.Agent{}, 0, fmt.Errorf("agent %s: stored record is not a valid agent record (id %q): %v", id, a.ID, err)
+	}
 	return a, e.Revision(), nil
 }
 

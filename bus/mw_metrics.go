@@ -20,6 +20,7 @@ type Metrics struct {
 	Duration      *prometheus.HistogramVec // by operation
 	InFlight      prometheus.Gauge
 	SlowInline    *prometheus.CounterVec // by operation: see ServerOptions.SlowInline
+	ReplyRefused  prometheus.Counter     // requests not answered: their reply subject is not the agent's inbox
 	AuditFailures prometheus.Counter
 	Published     *prometheus.CounterVec // JetStream publishes by stream and result
 	Consumed      *prometheus.CounterVec // JetStream deliveries by consumer and action
@@ -45,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentauth_inline_slow_total",
 			Help: "Requests served on a subscription goroutine that took longer than the server's slow-inline bound: their handler waited without blocking.Check, holding up its endpoint.",
 		}, []string{"operation"}),
+		ReplyRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentauth_reply_refused_total",
+			Help: "Requests not answered because their reply subject was not the requesting agent's inbox (an agent trying to have the service write elsewhere).",
+		}),
 		AuditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentauth_audit_publish_failures_total",
 			Help: "Audit events JetStream did not acknowledge.",
@@ -58,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "JetStream deliveries handled, by consumer and action (ack, nak, term).",
 		}, []string{"consumer", "action"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.SlowInline, m.AuditFailures, m.Published, m.Consumed)
+	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.SlowInline, m.ReplyRefused, m.AuditFailures, m.Published, m.Consumed)
 	return m
 }
 

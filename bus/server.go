@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/internal/blocking"
 	"github.com/agentauth/agentauth/schemas"
 )
@@ -161,6 +162,9 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline, pooled := chain(false), chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
+				if !s.replyAllowed(op, r) {
+					return
+				}
 				if !s.inflight.enter() {
 					s.refuse(op, r)
 					return
@@ -185,6 +189,9 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline := chain(false)
 		handler = func(*workerStats) func(micro.Request) {
 			return func(r micro.Request) {
+				if !s.replyAllowed(op, r) {
+					return
+				}
 				if !s.inflight.enter() {
 					s.refuse(op, r)
 					return
@@ -197,6 +204,9 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		pooled := chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
+				if !s.replyAllowed(op, r) {
+					return
+				}
 				if !s.inflight.enter() {
 					s.refuse(op, r)
 					return
@@ -451,6 +461,32 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 		s.log.Warn("reply not sent", "subject", req.Subject, "error", err)
 	}
 	return answered
+}
+
+// replyAllowed says whether the service may answer r on its reply
+// subject: the requesting agent's own inbox (agents.InboxPrefix), or the
+// default _INBOX., which no agent may subscribe to (operators' tools).
+// NATS checks the subject a client publishes to, never its reply subject,
+// and the service may publish anywhere: without this an agent could have
+// its answer written into another agent's feed or inbox, a person's
+// notifications, the audit stream or a KV bucket. Such a request is not
+// answered, and is audited as rejected.
+func (s *Server) replyAllowed(op schemas.Op, r micro.Request) bool {
+	reply, subject := r.Reply(), r.Subject()
+	if strings.HasPrefix(reply, "_INBOX.") {
+		return true
+	}
+	agent := agentOf(subject)
+	if p := agents.InboxPrefix(agent); agent != "" && strings.HasPrefix(reply, p+".") && len(reply) > len(p)+1 {
+		return true
+	}
+	s.metrics.ReplyRefused.Inc()
+	s.auditor.Record(op.Area, op.Name, "rejected", schemas.TypeAuditRequest, childOf(traceHeader(nats.Header(r.Headers()))), schemas.AuditRequest{
+		Agent: agent, Subject: subject, Operation: op.Endpoint(), Outcome: "error", Code: schemas.CodeDenied,
+		Message:  fmt.Sprintf("not answered: its reply subject %q is not the agent's inbox (%s.…)", reply, agents.InboxPrefix(agent)),
+		Received: time.Now(),
+	})
+	return false
 }
 
 // refuse answers a request delivered after Stop closed the gate: this

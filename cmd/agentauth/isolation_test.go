@@ -475,3 +475,66 @@ func TestPolicyChangeAppliesToOpenConnections(t *testing.T) {
 		t.Error("after reconnecting, the agent still reads the notifications stream")
 	}
 }
+
+// TestReplySubjectIsTheAgentsInbox: NATS checks only the subject a client
+// publishes to, not its reply subject, and the service may publish
+// anywhere. An agent's request whose reply subject is another agent's
+// registry record, another agent's feed or inbox is not answered (and is
+// audited as rejected); its own inbox still is.
+func TestReplySubjectIsTheAgentsInbox(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	a1 := MustAgent(t, m, "a1")
+	MustAgent(t, m, "a2")
+	op := MustConn(t, m)
+	_, rev, err := m.agents.Get(context.Background(), "a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := op.SubscribeSync("agentauth.events.a2.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inboxWatch, err := op.SubscribeSync(agents.InboxPrefix("a2") + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := a1.NewRequest(schemas.OpSysInfo, schemas.SysInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, body, err := bus.Encode(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reply := range []string{"$KV.AGENTAUTH_AGENTS.a2", "agentauth.events.a2.vault.connection.linked", agents.InboxPrefix("a2") + ".x"} {
+		if err := a1.Conn().PublishMsg(&nats.Msg{Subject: schemas.Subject("a1", schemas.OpSysInfo), Reply: reply, Header: h, Data: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent's own inbox is answered: once it is, the three requests
+	// before it on the same connection have been handled.
+	if _, err := a1.SysInfo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.auditor.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := watch.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("the service wrote into a2's feed for a1: %s %s", msg.Subject, msg.Data)
+	}
+	if msg, err := inboxWatch.NextMsg(10 * time.Millisecond); err == nil {
+		t.Errorf("the service wrote into a2's inbox for a1: %s %s", msg.Subject, msg.Data)
+	}
+	if _, got, err := m.agents.Get(context.Background(), "a2"); err != nil || got != rev {
+		t.Errorf("a2's registry record: revision %d (was %d), %v", got, rev, err)
+	}
+	var rejected int
+	for _, a := range auditData[schemas.AuditRequest](t, m, "agentauth.audit.sys.info.rejected") {
+		if a.Agent == "a1" && a.Code == schemas.CodeDenied {
+			rejected++
+		}
+	}
+	if rejected != 3 {
+		t.Errorf("rejected requests audited: %d, want 3", rejected)
+	}
+}
