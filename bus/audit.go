@@ -526,5 +526,12 @@ func decodeJSONData(data []byte, v any) error {
 	if d, ok := v.(interface{ DecodeJSON([]byte) error }); ok && d.DecodeJSON(data) == nil {
 		return nil
 	}
-	return json.Unmarshal(data, v)
+	err := json.Unmarshal(data, v)
+	// JSON Schema's integer takes 60.0 and 1e2, Go's int does not: bad
+	// input, said so (it was an internal error).
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return Errorf(schemas.CodeSchemaViolation, "data: field %s: a %s where a %s is needed (write whole numbers without a fraction or exponent)", te.Field, te.Value, te.Type)
+	}
+	return err
 }

@@ -558,3 +558,21 @@ func TestAuditRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeDataWholeNumbers: a whole number written 60.0 or 1e2 (which
+// JSON Schema's integer accepts) where Go needs an int is bad input with
+// a schema_violation code, not an internal error.
+func TestDecodeDataWholeNumbers(t *testing.T) {
+	for _, raw := range []string{`{"ttl_seconds":60.0}`, `{"ttl_seconds":1e2}`} {
+		e := event.New()
+		if err := e.SetData(event.ApplicationJSON, []byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		var v schemas.ExchangeRequest
+		err := DecodeData(&e, &v)
+		var be *Error
+		if !errors.As(err, &be) || be.Code != schemas.CodeSchemaViolation {
+			t.Errorf("%s: %v, want a %s error", raw, err, schemas.CodeSchemaViolation)
+		}
+	}
+}

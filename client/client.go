@@ -180,6 +180,9 @@ func (c *Client) Send(ctx context.Context, op schemas.Op, req *event.Event) (*ev
 	if err != nil {
 		return nil, replyError(op, err)
 	}
+	if reply.Type() != op.ReplyType || reply.Source() != schemas.ServiceSource {
+		return nil, fmt.Errorf("agentauth: %s: the reply is a %s from %s, not a %s from %s", op.Endpoint(), reply.Type(), reply.Source(), op.ReplyType, schemas.ServiceSource)
+	}
 	return reply, nil
 }
 

@@ -234,6 +234,50 @@ func TestSendUnavailable(t *testing.T) {
 	}
 }
 
+// TestSendChecksReplyType: a reply of another type, or not from the
+// service, is not taken for the operation's.
+func TestSendChecksReplyType(t *testing.T) {
+	s := MustService(t)
+	c := MustClient(t, s, "a1")
+	// A responder on the service's subject that answers with the wrong
+	// kind of event (an operator's connection may listen anywhere).
+	for _, reply := range []struct{ typ, source string }{
+		{schemas.OpVaultToken.ReplyType, schemas.ServiceSource},
+		{schemas.OpSysInfo.ReplyType, "/agents/mallory"},
+	} {
+		if err := s.srv.Stop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		sub, err := s.nc.Subscribe(schemas.Subject("a1", schemas.OpSysInfo), func(m *nats.Msg) {
+			e, err := bus.NewEventFrom(bus.MustSource(reply.source), reply.typ, schemas.SysInfo{Agent: "a1"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			h, body, err := bus.Encode(e)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = m.RespondMsg(&nats.Msg{Header: h, Data: body})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		req, err := c.NewRequest(schemas.OpSysInfo, schemas.SysInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Send(t.Context(), schemas.OpSysInfo, req); err == nil {
+			t.Errorf("a %s from %s was taken for a sys.info reply: %v", reply.typ, reply.source, got)
+		}
+		_ = sub.Unsubscribe()
+	}
+}
+
 func TestConnectRejectsAgentID(t *testing.T) {
 	s := MustService(t)
 	for _, agent := range []string{"Bad Agent", "audit", "events", "", "-a1", "a.b"} {

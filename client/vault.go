@@ -35,6 +35,8 @@ type AuthorizationRequired struct {
 	Reason         string // not_connected, missing_scopes, needs_reauth
 	Message        string
 	Received       time.Time // when the interrupt arrived (for WaitForConnection)
+	// Subject and Issuer are the person it is for.
+	Subject, Issuer string
 }
 
 func (e *AuthorizationRequired) Error() string {
@@ -67,7 +69,7 @@ func interrupt(err error) error {
 		return err
 	}
 	d := e.Details
-	return &AuthorizationRequired{Connection: d.Connection, RequiredScopes: d.RequiredScopes, URL: d.ConnectURL, LinkID: d.LinkID, LinkExpires: d.LinkExpiresAt, Reason: d.Reason, Message: e.Message, Received: time.Now()}
+	return &AuthorizationRequired{Connection: d.Connection, RequiredScopes: d.RequiredScopes, URL: d.ConnectURL, LinkID: d.LinkID, LinkExpires: d.LinkExpiresAt, Reason: d.Reason, Message: e.Message, Received: time.Now(), Subject: d.Subject, Issuer: d.Issuer}
 }
 
 // ConnectLink asks for a link where the person connects an account.
@@ -108,8 +110,11 @@ func (c *Client) WaitForConnection(ctx context.Context, ar *AuthorizationRequire
 	var found schemas.ConnectionEvent
 	err := c.links.wait(ctx, c, "", func(e *event.Event) bool {
 		var ev schemas.ConnectionEvent
-		if bus.DecodeData(e, &ev) != nil || ev.Connection != ar.Connection {
+		if e.Type() != schemas.TypeConnectionLinked || bus.DecodeData(e, &ev) != nil || ev.Connection != ar.Connection {
 			return false
+		}
+		if ar.Subject != "" && (ev.Subject != ar.Subject || ev.Issuer != ar.Issuer) {
+			return false // another person's account
 		}
 		if ev.LinkID == ar.LinkID || (!e.Time().Before(ar.Received.Add(-time.Minute)) && len(missingScopes(ev.Scopes, ar.RequiredScopes)) == 0) {
 			found = ev

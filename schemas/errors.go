@@ -69,6 +69,10 @@ type ErrorDetails struct {
 	LinkExpiresAt  time.Time `json:"link_expires_at,omitzero"`
 	// Reason: not_connected, missing_scopes or needs_reauth.
 	Reason string `json:"reason,omitempty"`
+	// Subject and Issuer are the person the link is for (the user token's):
+	// a wait for the link matches their linked event only.
+	Subject string `json:"subject,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
 }
 
 // Error is a domain outcome with a wire code: the domain packages (vault,

@@ -353,5 +353,6 @@ func (s *Service) authorizationRequired(ctx context.Context, r Request, c Connec
 		ReasonNeedsReauth:   c.Title + " no longer accepts the stored authorization",
 	}[reason]
 	return &Error{Code: schemas.CodeAuthorizationRequired, Msg: msg + "; send them the connect link and wait for the connection.linked event",
-		Details: &schemas.ErrorDetails{Connection: c.Name, RequiredScopes: scopes, ConnectURL: l.URL, LinkID: l.ID, LinkExpiresAt: l.Expires, Reason: reason}}
+		Details: &schemas.ErrorDetails{Connection: c.Name, RequiredScopes: scopes, ConnectURL: l.URL, LinkID: l.ID, LinkExpiresAt: l.Expires, Reason: reason,
+			Subject: r.User.Subject, Issuer: r.User.Issuer}}
 }

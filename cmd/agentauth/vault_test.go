@@ -461,3 +461,46 @@ func TestVaultCloseWaitsForRefresh(t *testing.T) {
 			got.RefreshToken == "rt-new", got.AccessToken == "at-new", got.Refreshing, got.Status)
 	}
 }
+
+// TestWaitForConnectionIsThePersons: an agent serving several people waits
+// for alice's link; bob linking the same connection meanwhile is not it.
+func TestWaitForConnectionIsThePersons(t *testing.T) {
+	m := MustMain(t, testConfig(t))
+	agent := vaultAgent(t, m, "mail-bot")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var ar *client.AuthorizationRequired
+	if _, err := agent.Token(ctx, devToken(t, m, "alice"), demoConnection); !errors.As(err, &ar) {
+		t.Fatalf("never connected: want *AuthorizationRequired, got %v", err)
+	}
+	if ar.Subject != "dev-alice" || ar.Issuer == "" {
+		t.Fatalf("the interrupt does not say whose it is: %+v", ar)
+	}
+	waited := make(chan *schemas.ConnectionEvent, 1)
+	go func() {
+		ev, err := agent.WaitForConnection(ctx, ar)
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- ev
+	}()
+	// bob connects the same account type, with the default scopes, first.
+	var bobAR *client.AuthorizationRequired
+	if _, err := agent.Token(ctx, devToken(t, m, "bob"), demoConnection); !errors.As(err, &bobAR) {
+		t.Fatalf("bob never connected: want *AuthorizationRequired, got %v", err)
+	}
+	if status, page := connectInBrowser(t, loggedIn(t, m, "bob"), bobAR.URL, "bob"); status != http.StatusOK {
+		t.Fatalf("bob connecting: %d\n%s", status, page)
+	}
+	select {
+	case ev := <-waited:
+		t.Fatalf("alice's wait ended with bob's link: %+v", ev)
+	case <-time.After(500 * time.Millisecond): // bob's event was delivered by then; no timing is asserted
+	}
+	if status, page := connectInBrowser(t, loggedIn(t, m, "alice"), ar.URL, "alice"); status != http.StatusOK {
+		t.Fatalf("alice connecting: %d\n%s", status, page)
+	}
+	if ev := <-waited; ev == nil || ev.Subject != "dev-alice" {
+		t.Fatalf("alice's wait: %+v", ev)
+	}
+}
