@@ -12,6 +12,12 @@ import (
 // SessionsBucket holds the browser sessions of agentauth's HTTP edge.
 const SessionsBucket = "AGENTAUTH_SESSIONS"
 
+// SessionsMaxBytes bounds the sessions bucket (sessions and logins in
+// progress, which anonymous browsers create). When it is full, new
+// entries are refused (the edge answers 503) until old ones expire;
+// nothing stored is evicted. About 64 MiB holds some 200,000 entries.
+const SessionsMaxBytes = 64 << 20
+
 // SessionStore keeps browser sessions in a JetStream KV bucket, each with
 // its own TTL, so that every instance of the edge finds them and a
 // restart does not log anyone out. It stores what the caller gives it;
@@ -30,6 +36,7 @@ func NewSessionStore(ctx context.Context, js jetstream.JetStream, replicas int) 
 		Storage:        jetstream.FileStorage,
 		Replicas:       replicas,
 		MaxValueSize:   16 << 10,
+		MaxBytes:       SessionsMaxBytes,
 		LimitMarkerTTL: time.Second,
 	})
 	if err != nil {

@@ -95,3 +95,20 @@ func TestSessionStore(t *testing.T) {
 		t.Errorf("k2 through a second store: %q", got)
 	}
 }
+
+// TestSessionStoreBounded: the bucket, which anonymous browsers write to
+// (logins in progress), has a size bound.
+func TestSessionStoreBounded(t *testing.T) {
+	js := MustJetStream(t)
+	ctx := t.Context()
+	if _, err := NewSessionStore(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "KV_"+SessionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxBytes; got != SessionsMaxBytes {
+		t.Errorf("sessions bucket MaxBytes = %d, want %d", got, SessionsMaxBytes)
+	}
+}

@@ -47,8 +47,8 @@ func (c *Connect) Routes() map[string]http.HandlerFunc {
 // the browser to log in and come back.
 func (c *Connect) session(w http.ResponseWriter, r *http.Request) (vault.UserRef, string, bool) {
 	s, ok := c.Login.SessionOf(r)
-	ck, err := r.Cookie(sessionCookie)
-	if !ok || err != nil {
+	sid, hasSID := c.Login.sessionID(r)
+	if !ok || !hasSID {
 		next := r.URL.RequestURI()
 		if r.Method != http.MethodGet {
 			next = "/connections"
@@ -56,7 +56,7 @@ func (c *Connect) session(w http.ResponseWriter, r *http.Request) (vault.UserRef
 		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusFound)
 		return vault.UserRef{}, "", false
 	}
-	return vault.UserRef{Issuer: s.User.Issuer, Subject: s.User.Subject}, ck.Value, true
+	return vault.UserRef{Issuer: s.User.Issuer, Subject: s.User.Subject}, sid, true
 }
 
 // csrf is the session's form token: the inbox's (Inbox.csrf), an HMAC
@@ -182,8 +182,7 @@ type connectData struct {
 }
 
 func render(w http.ResponseWriter, status int, d connectData) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	htmlHeaders(w)
 	w.WriteHeader(status)
 	_ = connectPage.Execute(w, d)
 }

@@ -96,6 +96,20 @@ func instrument(name string, c *prometheus.CounterVec, h *prometheus.HistogramVe
 	})
 }
 
+// htmlHeaders sets the headers of every HTML page of the edge:
+// text/html, no caching, no framing (frame-ancestors 'none' and
+// X-Frame-Options for older browsers: the pages carry buttons that act),
+// forms posting only to this site, no MIME sniffing. A page with a
+// stricter policy (the inbox) sets its own Content-Security-Policy after.
+func htmlHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "frame-ancestors 'none'; form-action 'self'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

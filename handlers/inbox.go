@@ -135,8 +135,8 @@ func (i *Inbox) log() *slog.Logger {
 // the browser to log in and come back to the inbox.
 func (i *Inbox) session(w http.ResponseWriter, r *http.Request) (identity.User, string, bool) {
 	s, ok := i.Login.SessionOf(r)
-	c, err := r.Cookie(sessionCookie)
-	if !ok || err != nil {
+	sid, hasSID := i.Login.sessionID(r)
+	if !ok || !hasSID {
 		next := "/approvals"
 		if r.Method == http.MethodGet {
 			next = r.URL.RequestURI()
@@ -144,7 +144,7 @@ func (i *Inbox) session(w http.ResponseWriter, r *http.Request) (identity.User, 
 		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 		return identity.User{}, "", false
 	}
-	return s.User, c.Value, true
+	return s.User, sid, true
 }
 
 func inboxUser(u identity.User) approval.UserRef {
@@ -200,11 +200,9 @@ func (i *Inbox) render(w http.ResponseWriter, r *http.Request, status int, d inb
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	htmlHeaders(w)
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+d.Nonce+"'; style-src 'nonce-"+d.Nonce+"'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)
 	_, _ = buf.WriteTo(w)
@@ -272,10 +270,13 @@ func decideStatus(c schemas.ErrorCode) int {
 // the notifications arrive, each with a card as JSON (a
 // schemas.ApprovalNotification plus the details as displayed); a comment
 // line every Heartbeat. It ends when the browser goes away, when the
-// server shuts down, or on Shutdown.
+// server shuts down, on Shutdown, and when the session ends (logout or
+// expiry): the session is checked again before each event and each
+// heartbeat.
 func (i *Inbox) events(w http.ResponseWriter, r *http.Request) {
 	s, ok := i.Login.SessionOf(r)
-	if !ok {
+	sid, hasSID := i.Login.sessionID(r)
+	if !ok || !hasSID {
 		http.Error(w, "not logged in to agentauth: log in at /login", http.StatusUnauthorized)
 		return
 	}
@@ -365,15 +366,27 @@ func (i *Inbox) events(w http.ResponseWriter, r *http.Request) {
 	}
 	tick := time.NewTicker(beat)
 	defer tick.Stop()
+	// live: the session this stream was opened with still exists, is
+	// still the same person's and has not expired.
+	live := func() bool {
+		cur, ok := i.Login.getSession(ctx, sid)
+		return ok && cur.User.Issuer == s.User.Issuer && cur.User.Subject == s.User.Subject
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case n := <-notes:
+			if !live() {
+				return
+			}
 			if err := send(n.name, newCard(n.n, time.Now())); err != nil {
 				return
 			}
 		case <-tick.C:
+			if !live() {
+				return
+			}
 			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
 				return
 			}

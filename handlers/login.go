@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -51,9 +53,16 @@ type Login struct {
 	// it (or without Sessions) logins in progress stay in memory.
 	StateKey []byte
 
-	once    sync.Once
-	cfgErr  error
-	oauth   *oauth2.Config
+	// CSRFKey keys the form token of the logout form (formToken, as the
+	// inbox and connected accounts pages). nil: derived from StateKey
+	// (instances sharing sessions share it), else a random key of this
+	// process.
+	CSRFKey []byte
+
+	cfgMu   sync.Mutex     // guards oauth: discovery is cached once it succeeds
+	oauth   *oauth2.Config // nil until discovery succeeds
+	keyOnce sync.Once
+	csrfKey []byte
 	mu      sync.Mutex
 	pending map[string]pendingLogin
 	session map[string]Session
@@ -89,7 +98,15 @@ func (l *Login) stateAEAD() (cipher.AEAD, bool) {
 	return g, err == nil
 }
 
-// putPending keeps a login in progress for loginTTL.
+// maxPendingLogins bounds the logins in progress kept in memory (without
+// a SessionStore): anonymous browsers create them.
+const maxPendingLogins = 10_000
+
+var errTooManyLogins = errors.New("too many logins in progress")
+
+// putPending keeps a login in progress for loginTTL. In memory, at most
+// maxPendingLogins (expired ones are dropped when the limit is reached);
+// beyond that it returns errTooManyLogins.
 func (l *Login) putPending(ctx context.Context, state string, p pendingLogin) error {
 	g, ok := l.stateAEAD()
 	if !ok {
@@ -98,9 +115,14 @@ func (l *Login) putPending(ctx context.Context, state string, p pendingLogin) er
 		if l.pending == nil {
 			l.pending = map[string]pendingLogin{}
 		}
-		for k, old := range l.pending {
-			if p.created.Sub(old.created) > loginTTL {
-				delete(l.pending, k)
+		if len(l.pending) >= maxPendingLogins {
+			for k, old := range l.pending {
+				if p.created.Sub(old.created) > loginTTL {
+					delete(l.pending, k)
+				}
+			}
+			if len(l.pending) >= maxPendingLogins {
+				return errTooManyLogins
 			}
 		}
 		l.pending[state] = p
@@ -242,8 +264,61 @@ func (l *Login) deleteSession(ctx context.Context, sid string) {
 const (
 	loginCookie   = "agentauth_login"
 	sessionCookie = "agentauth_session"
-	loginTTL      = 10 * time.Minute
+	// hostPrefix is the cookie name prefix that browsers accept only
+	// with Secure, Path=/ and no Domain: a cookie no sibling subdomain
+	// or plain-http page can set or overwrite.
+	hostPrefix = "__Host-"
+	loginTTL   = 10 * time.Minute
+	// discoveryTimeout bounds one discovery attempt, independent of the
+	// request that triggered it.
+	discoveryTimeout = 10 * time.Second
 )
+
+// sessionCookieName is the session cookie's name: __Host-agentauth_session
+// when PublicURL is https, agentauth_session on plain http (development),
+// where browsers refuse the prefix. Every reader and writer uses it.
+func (l *Login) sessionCookieName() string {
+	if l.secure() {
+		return hostPrefix + sessionCookie
+	}
+	return sessionCookie
+}
+
+// loginCookieName is the name of the cookie holding a login's state, as
+// sessionCookieName.
+func (l *Login) loginCookieName() string {
+	if l.secure() {
+		return hostPrefix + loginCookie
+	}
+	return loginCookie
+}
+
+// sessionID is the session cookie's value in r, if any.
+func (l *Login) sessionID(r *http.Request) (string, bool) {
+	c, err := r.Cookie(l.sessionCookieName())
+	if err != nil || c.Value == "" {
+		return "", false
+	}
+	return c.Value, true
+}
+
+// formToken is the form token of session sid (the logout form's).
+func (l *Login) formToken(sid string) string {
+	l.keyOnce.Do(func() {
+		switch {
+		case len(l.CSRFKey) > 0:
+			l.csrfKey = l.CSRFKey
+		case len(l.StateKey) > 0:
+			m := hmac.New(sha256.New, l.StateKey)
+			m.Write([]byte("agentauth logout csrf"))
+			l.csrfKey = m.Sum(nil)
+		default:
+			l.csrfKey = make([]byte, 32)
+			_, _ = rand.Read(l.csrfKey)
+		}
+	})
+	return formToken(l.csrfKey, sid)
+}
 
 func (l *Login) now() time.Time {
 	if l.Now != nil {
@@ -254,45 +329,54 @@ func (l *Login) now() time.Time {
 
 func (l *Login) secure() bool { return strings.HasPrefix(l.PublicURL, "https://") }
 
-// discover reads the issuer's endpoints once.
-func (l *Login) discover(ctx context.Context) error {
-	l.once.Do(func() {
-		hc := l.HTTPClient
-		if hc == nil {
-			hc = &http.Client{Timeout: 10 * time.Second}
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(l.Issuer, "/")+"/.well-known/openid-configuration", nil)
-		if err != nil {
-			l.cfgErr = err
-			return
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			l.cfgErr = fmt.Errorf("discovery at %s: %w", l.Issuer, err)
-			return
-		}
-		defer resp.Body.Close()
-		var d struct {
-			Issuer string `json:"issuer"`
-			Auth   string `json:"authorization_endpoint"`
-			Token  string `json:"token_endpoint"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || d.Auth == "" || d.Token == "" {
-			l.cfgErr = fmt.Errorf("discovery at %s: no authorization and token endpoints", l.Issuer)
-			return
-		}
-		if d.Issuer != l.Issuer {
-			l.cfgErr = fmt.Errorf("discovery at %s names issuer %q", l.Issuer, d.Issuer)
-			return
-		}
-		l.oauth = &oauth2.Config{
-			ClientID: l.ClientID, ClientSecret: l.ClientSecret,
-			Endpoint:    oauth2.Endpoint{AuthURL: d.Auth, TokenURL: d.Token},
-			RedirectURL: l.PublicURL + "/callback",
-			Scopes:      []string{"openid", "profile", "email"},
-		}
-	})
-	return l.cfgErr
+// discover reads the issuer's endpoints and keeps them once an attempt
+// succeeds; a failed attempt is not kept, the next caller tries again.
+// Each attempt runs with its own deadline (discoveryTimeout), detached
+// from the cancellation of the request that triggered it. Concurrent
+// callers wait for one attempt.
+func (l *Login) discover(ctx context.Context) (*oauth2.Config, error) {
+	l.cfgMu.Lock()
+	defer l.cfgMu.Unlock()
+	if l.oauth != nil {
+		return l.oauth, nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discoveryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(l.Issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := l.httpClient().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("discovery at %s: %w", l.Issuer, err)
+	}
+	defer resp.Body.Close()
+	var d struct {
+		Issuer string `json:"issuer"`
+		Auth   string `json:"authorization_endpoint"`
+		Token  string `json:"token_endpoint"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&d); err != nil || d.Auth == "" || d.Token == "" {
+		return nil, fmt.Errorf("discovery at %s: no authorization and token endpoints", l.Issuer)
+	}
+	if d.Issuer != l.Issuer {
+		return nil, fmt.Errorf("discovery at %s names issuer %q", l.Issuer, d.Issuer)
+	}
+	l.oauth = &oauth2.Config{
+		ClientID: l.ClientID, ClientSecret: l.ClientSecret,
+		Endpoint:    oauth2.Endpoint{AuthURL: d.Auth, TokenURL: d.Token},
+		RedirectURL: l.PublicURL + "/callback",
+		Scopes:      []string{"openid", "profile", "email"},
+	}
+	return l.oauth, nil
+}
+
+// httpClient is HTTPClient, or a client with a 10 s timeout.
+func (l *Login) httpClient() *http.Client {
+	if l.HTTPClient != nil {
+		return l.HTTPClient
+	}
+	return &http.Client{Timeout: discoveryTimeout}
 }
 
 func random() string {
@@ -314,7 +398,8 @@ func (l *Login) Routes() map[string]http.HandlerFunc {
 // login starts the flow: state in a cookie bound to this browser, PKCE
 // verifier and nonce kept here, single use, ten minutes.
 func (l *Login) login(w http.ResponseWriter, r *http.Request) {
-	if err := l.discover(r.Context()); err != nil {
+	oc, err := l.discover(r.Context())
+	if err != nil {
 		http.Error(w, "login is unavailable: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
@@ -322,15 +407,15 @@ func (l *Login) login(w http.ResponseWriter, r *http.Request) {
 	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
 	if err := l.putPending(r.Context(), state, pendingLogin{verifier: verifier, nonce: nonce, next: next, created: l.now()}); err != nil {
 		l.log().Warn("login not started", "error", err)
-		http.Error(w, "login is unavailable: agentauth's session store did not answer; try again in a moment", http.StatusServiceUnavailable)
+		http.Error(w, "login is unavailable: agentauth could not keep this login in progress; try again in a moment", http.StatusServiceUnavailable)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: state, Path: "/", MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, l.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)), http.StatusFound)
+	http.SetCookie(w, &http.Cookie{Name: l.loginCookieName(), Value: state, Path: "/", MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)), http.StatusFound)
 }
 
 func (l *Login) fail(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	htmlHeaders(w)
 	w.WriteHeader(status)
 	_ = page.Execute(w, pageData{Title: "Login failed", Error: msg})
 }
@@ -345,7 +430,7 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := q.Get("state")
-	c, err := r.Cookie(loginCookie)
+	c, err := r.Cookie(l.loginCookieName())
 	if err != nil || state == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
 		l.fail(w, http.StatusBadRequest, "This login was not started in this browser (state mismatch). Start again at /login.")
 		return
@@ -355,11 +440,12 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, http.StatusBadRequest, "This login expired or was already used. Start again at /login.")
 		return
 	}
-	if err := l.discover(r.Context()); err != nil {
+	oc, err := l.discover(r.Context())
+	if err != nil {
 		l.fail(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	tok, err := l.oauth.Exchange(r.Context(), q.Get("code"), oauth2.VerifierOption(p.verifier))
+	tok, err := oc.Exchange(context.WithValue(r.Context(), oauth2.HTTPClient, l.httpClient()), q.Get("code"), oauth2.VerifierOption(p.verifier))
 	if err != nil {
 		l.fail(w, http.StatusBadGateway, "The identity provider did not accept the code; start again at /login.")
 		return
@@ -389,8 +475,8 @@ func (l *Login) callback(w http.ResponseWriter, r *http.Request) {
 		l.fail(w, http.StatusServiceUnavailable, "agentauth could not start a session (its session store is unavailable); try again in a moment at /login.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", MaxAge: -1})
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sid, Path: "/", MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: l.loginCookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: l.sessionCookieName(), Value: sid, Path: "/", MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, localNext(p.next), http.StatusFound)
 }
 
@@ -437,18 +523,27 @@ func nonceOf(raw string) string {
 
 // SessionOf returns the logged-in user of a request.
 func (l *Login) SessionOf(r *http.Request) (Session, bool) {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil || c.Value == "" {
+	sid, ok := l.sessionID(r)
+	if !ok {
 		return Session{}, false
 	}
-	return l.getSession(r.Context(), c.Value)
+	return l.getSession(r.Context(), sid)
 }
 
+// logout ends the session. With a session cookie the form must carry the
+// session's form token (the /whoami page's logout form does): another
+// site cannot log the person out. Refused: 403, nothing cleared.
 func (l *Login) logout(w http.ResponseWriter, r *http.Request) {
-	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
-		l.deleteSession(r.Context(), c.Value)
+	if sid, ok := l.sessionID(r); ok {
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		_ = r.ParseForm()
+		if got := r.PostFormValue("csrf"); subtle.ConstantTimeCompare([]byte(got), []byte(l.formToken(sid))) != 1 {
+			l.fail(w, http.StatusForbidden, "This logout did not come from agentauth's page in this browser session (missing or stale form token); you are still logged in. Log out from /whoami.")
+			return
+		}
+		l.deleteSession(r.Context(), sid)
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: l.sessionCookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: l.secure(), SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, "/whoami", http.StatusFound)
 }
 
@@ -462,10 +557,13 @@ func (l *Login) whoami(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"subject": s.User.Subject, "issuer": s.User.Issuer, "email": s.User.Email, "name": s.User.Name})
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	htmlHeaders(w)
 	d := pageData{Title: "Who am I"}
 	if ok {
 		d.User = &s.User
+		if sid, ok := l.sessionID(r); ok {
+			d.CSRF = l.formToken(sid)
+		}
 	}
 	_ = page.Execute(w, d)
 }
@@ -474,6 +572,7 @@ type pageData struct {
 	Title string
 	User  *identity.User
 	Error string
+	CSRF  string // the logout form's token
 }
 
 var page = template.Must(template.New("page").Parse(`<!doctype html>
@@ -484,6 +583,6 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 {{else if .User}}<p>You are logged in.</p>
 <dl><dt>Name</dt><dd id="name">{{.User.Name}}</dd><dt>Email</dt><dd id="email">{{.User.Email}}</dd>
 <dt>Subject</dt><dd id="subject">{{.User.Subject}}</dd><dt>Issuer</dt><dd id="issuer">{{.User.Issuer}}</dd></dl>
-<form method="post" action="/logout"><button>Log out</button></form>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{{.CSRF}}"><button>Log out</button></form>
 {{else}}<p>You are not logged in.</p><p><a href="/login">Log in</a></p>{{end}}
 </body></html>`))

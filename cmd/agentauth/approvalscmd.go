@@ -15,6 +15,7 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -191,19 +192,24 @@ func runApprovalsApp(ctx context.Context, in io.Reader, out io.Writer, f *approv
 	}
 	defer cc.Stop()
 
-	keys := make(chan byte)
-	go readKeys(ctx, in, keys)
-	fmt.Fprintf(out, "Approvals for %s (%s). Keys: a approve, d deny, s skip, q quit.\n", who.Subject, who.Issuer)
+	// Each key carries the display it was read under; a key read
+	// before the request on screen was printed (a double press or key
+	// repeat while the previous decision was in flight) is dropped, never
+	// applied to a request the person has not seen.
+	disp := &display{}
+	keys := make(chan key, 16)
+	go readKeys(ctx, in, keys, disp)
+	fmt.Fprintf(out, "Approvals for %s (%s). Keys: a approve, d deny, s skip, q quit.\n", termSafe(who.Subject), termSafe(who.Issuer))
 	shown := ""
 	skipped := map[string]bool{}
 	for {
 		n, count, ok := box.next(skipped)
 		if ok && n.AuthReqID != shown {
 			shown = n.AuthReqID
-			printRequest(out, n, count)
+			disp.show(func() { printRequest(out, n, count) })
 		} else if !ok && shown != "none" {
 			shown = "none"
-			fmt.Fprintln(out, "No pending requests; waiting for new ones…")
+			disp.show(func() { fmt.Fprintln(out, "No pending requests; waiting for new ones…") })
 		}
 		select {
 		case <-ctx.Done():
@@ -213,15 +219,15 @@ func runApprovalsApp(ctx context.Context, in io.Reader, out io.Writer, f *approv
 		case <-time.After(time.Second): // expiry of what is shown
 			continue
 		case k, open := <-keys:
-			if !open || k == 'q' {
+			if !open || k.b == 'q' {
 				return nil
 			}
-			if !ok {
+			if !ok || k.gen != disp.current() {
 				continue
 			}
-			switch k {
+			switch k.b {
 			case 'a', 'd':
-				r, err := c.Decide(ctx, token, n.AuthReqID, k == 'a', "")
+				r, err := c.Decide(ctx, token, n.AuthReqID, k.b == 'a', "")
 				if err != nil {
 					fmt.Fprintf(out, "  not sent: %v\n", err)
 					box.apply(schemas.TypeApprovalResolved, n)
@@ -237,9 +243,54 @@ func runApprovalsApp(ctx context.Context, in io.Reader, out io.Writer, f *approv
 	}
 }
 
-// readKeys sends keystrokes: single keys on a terminal (raw mode), the
-// first letter of each line otherwise (scripts, tests).
-func readKeys(ctx context.Context, in io.Reader, keys chan<- byte) {
+// key is a keystroke and the display (generation) it was read under.
+type key struct {
+	b   byte
+	gen uint64
+}
+
+// display numbers what the app has put on screen. Safe for concurrent
+// use: the main loop shows, readKeys stamps.
+type display struct {
+	mu  sync.Mutex
+	gen uint64
+}
+
+// show runs print and starts a new generation; a stamp taken while
+// print runs waits for it, so a key is never bound to a display older
+// than what the person may be looking at.
+func (d *display) show(print func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	print()
+	d.gen++
+}
+
+func (d *display) current() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.gen
+}
+
+// stampReader records the display generation when each chunk of input
+// arrives, so that lines buffered by a bufio.Scanner keep the
+// generation under which they were typed.
+type stampReader struct {
+	r    io.Reader
+	d    *display
+	last uint64
+}
+
+func (s *stampReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.last = s.d.current()
+	return n, err
+}
+
+// readKeys sends keystrokes, each stamped with the display it was read
+// under: single keys on a terminal (raw mode), the first letter of each
+// line otherwise (scripts, tests).
+func readKeys(ctx context.Context, in io.Reader, keys chan<- key, d *display) {
 	defer close(keys)
 	if fd, ok := in.(*os.File); ok && term.IsTerminal(int(fd.Fd())) {
 		if old, err := term.MakeRaw(int(fd.Fd())); err == nil {
@@ -250,37 +301,61 @@ func readKeys(ctx context.Context, in io.Reader, keys chan<- byte) {
 					return
 				}
 				select {
-				case keys <- b[0] | 0x20:
+				case keys <- key{b: b[0] | 0x20, gen: d.current()}:
 				case <-ctx.Done():
 					return
 				}
 			}
 		}
 	}
-	sc := bufio.NewScanner(in)
+	sr := &stampReader{r: in, d: d}
+	sc := bufio.NewScanner(sr)
 	for sc.Scan() {
 		line := strings.TrimSpace(strings.ToLower(sc.Text()))
 		if line == "" {
 			continue
 		}
 		select {
-		case keys <- line[0]:
+		case keys <- key{b: line[0], gen: sr.last}:
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
+// printRequest shows n. Everything in it came from an agent, so every
+// field goes through termSafe: no terminal control sequence or bidi
+// override reaches the screen.
 func printRequest(w io.Writer, n schemas.ApprovalNotification, count int) {
-	fmt.Fprintf(w, "\n%d pending. %s asks:\n  %q\n  audience %s", count, n.Agent, n.BindingMessage, n.Audience)
+	fmt.Fprintf(w, "\n%d pending. %s asks:\n  %s\n  audience %s", count, termSafe(n.Agent), termSafe(fmt.Sprintf("%q", n.BindingMessage)), termSafe(n.Audience))
 	if len(n.Scopes) > 0 {
-		fmt.Fprintf(w, ", scopes %s", strings.Join(n.Scopes, " "))
+		fmt.Fprintf(w, ", scopes %s", termSafe(strings.Join(n.Scopes, " ")))
 	}
 	fmt.Fprintf(w, "\n  expires %s (in %s)\n", n.ExpiresAt.Local().Format(time.TimeOnly), time.Until(n.ExpiresAt).Round(time.Second))
 	for _, d := range n.AuthorizationDetails {
-		fmt.Fprintf(w, "  details: %s\n", d)
+		fmt.Fprintf(w, "  details: %s\n", termSafe(string(d)))
 	}
 	fmt.Fprintf(w, "  [a]pprove  [d]eny  [s]kip  [q]uit > ")
+}
+
+// termSafe writes every rune of s that is not graphic (controls, C1
+// controls such as U+009B CSI, separators) or is approval.Invisible (bidi
+// overrides such as U+202E, zero-width characters) as [U+XXXX], like the
+// web inbox does.
+func termSafe(s string) string {
+	unsafe := func(r rune) bool { return !unicode.IsGraphic(r) || approval.Invisible(r) }
+	if !strings.ContainsFunc(s, unsafe) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafe(r) {
+			fmt.Fprintf(&b, "[U+%04X]", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // operator commands: the store, read over the operator's connection.

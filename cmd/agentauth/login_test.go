@@ -95,10 +95,7 @@ func TestBrowserLogin(t *testing.T) {
 	if err := json.Unmarshal(b, &me); err != nil || me.Subject != "dev-alice" {
 		t.Errorf("whoami JSON: %s", b)
 	}
-	pr, err := hc.Post(m.PublicURL()+"/logout", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr := logOut(t, hc, m)
 	pb, _ := io.ReadAll(pr.Body)
 	pr.Body.Close()
 	if !strings.Contains(string(pb), "not logged in") {
@@ -186,11 +183,7 @@ func TestBrowserSessionSurvivesRestart(t *testing.T) {
 	if who := whoAmIJSON(t, stranger, m2); who != "" {
 		t.Errorf("a made-up session cookie is %q", who)
 	}
-	r, err := hc.Post(m2.PublicURL()+"/logout", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Body.Close()
+	logOut(t, hc, m2).Body.Close()
 	if who := whoAmIJSON(t, hc, m2); who != "" {
 		t.Errorf("after logout the browser is %q", who)
 	}
@@ -203,6 +196,22 @@ func TestBrowserSessionSurvivesRestart(t *testing.T) {
 	if n := len(sessionEntries(t, m2)); n != 0 {
 		t.Errorf("sessions stored after logout: %d", n)
 	}
+}
+
+// logOut submits the logout form of hc's /whoami page (with its form
+// token) and returns the response.
+func logOut(t *testing.T, hc *http.Client, m *Main) *http.Response {
+	t.Helper()
+	_, page := get(t, hc, m.PublicURL()+"/whoami")
+	f := regexp.MustCompile(`action="/logout"><input type="hidden" name="csrf" value="([^"]*)">`).FindStringSubmatch(page)
+	if f == nil {
+		t.Fatalf("no logout form with a form token:\n%s", page)
+	}
+	r, err := hc.PostForm(m.PublicURL()+"/logout", url.Values{"csrf": {html.UnescapeString(f[1])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func mustURL(t *testing.T, s string) *url.URL {

@@ -521,7 +521,7 @@ func (m *Main) setupIdentity(ctx context.Context) error {
 		return err
 	}
 	m.login = &handlers.Login{Issuer: issuers[0].Issuer, ClientID: m.Config.LoginClientID, ClientSecret: m.Config.LoginSecret, PublicURL: m.PublicURL(), IDTokens: idv,
-		Sessions: sessions, StateKey: m.loginKey, Log: m.Log}
+		Sessions: sessions, StateKey: m.loginKey, CSRFKey: m.csrfKey, Log: m.Log}
 	m.verifier, m.userOK = &identity.CachingVerifier{Next: v}, true
 	return nil
 }
