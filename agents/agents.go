@@ -73,6 +73,11 @@ type Credentials struct {
 	URL      string `json:"url,omitempty"`
 	NKeySeed string `json:"nkey_seed"`
 	XKeySeed string `json:"xkey_seed"`
+	// ServiceXKey is agentauth's sealing public key (X…, Sealer.PublicKey):
+	// the SDK opens only boxes sealed by it. New leaves it empty; whoever
+	// writes the credentials fills it in. Credentials written before it
+	// existed lack it, and their boxes open from any sender.
+	ServiceXKey string `json:"service_xkey,omitempty"`
 }
 
 // Errors.
@@ -167,6 +172,9 @@ func ParseCredentials(b []byte) (Credentials, error) {
 	}
 	if err := schemas.ValidAgentID(c.Agent); err != nil || c.NKeySeed == "" || c.XKeySeed == "" {
 		return Credentials{}, errors.New("agent credentials: agent, nkey_seed and xkey_seed are required")
+	}
+	if c.ServiceXKey != "" && !nkeys.IsValidPublicCurveKey(c.ServiceXKey) {
+		return Credentials{}, fmt.Errorf("agent credentials: service_xkey %q is not an X25519 public key", c.ServiceXKey)
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -133,7 +134,7 @@ func TestSealCompatibleWithNkeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := NewOpener([]byte(c.XKeySeed))
+	o, err := NewOpener([]byte(c.XKeySeed), s.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,4 +184,87 @@ func TestSharedKeysBound(t *testing.T) {
 			t.Fatalf("peer %s: key changed (%v)", p, err)
 		}
 	}
+}
+
+// TestOpenerPinsSender: the agent's xkey is public, so anyone can seal a
+// box to it; an Opener pinned to agentauth's key refuses a box sealed by
+// another key, and opens agentauth's.
+func TestOpenerPinsSender(t *testing.T) {
+	a, c, err := New("pinned", Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	service, forger := mustSealer(t), mustSealer(t)
+	genuine, err := service.Seal(a, []byte("genuine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := forger.Seal(a, []byte("forged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpener([]byte(c.XKeySeed), service.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := o.Open(forged); !errors.Is(err, ErrUnknownSender) {
+		t.Errorf("box sealed by another key: got %q, %v, want ErrUnknownSender", pt, err)
+	}
+	// Claiming agentauth's key as the sender does not help: the box does
+	// not authenticate under it.
+	relabelled := forged
+	relabelled.Sender = service.PublicKey()
+	if pt, err := o.Open(relabelled); err == nil {
+		t.Errorf("forged box relabelled with agentauth's key opened: %q", pt)
+	}
+	if pt, err := o.Open(genuine); err != nil || string(pt) != "genuine" {
+		t.Errorf("box sealed by the pinned key: got %q, %v, want %q", pt, err, "genuine")
+	}
+	// Pinned to the forger's key, the forger's box opens (the pin is what
+	// decides).
+	of, err := NewOpener([]byte(c.XKeySeed), forger.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := of.Open(forged); err != nil || string(pt) != "forged" {
+		t.Errorf("box sealed by the pinned key: got %q, %v, want %q", pt, err, "forged")
+	}
+	if _, err := NewOpener([]byte(c.XKeySeed), "UNOTACURVEKEY"); err == nil {
+		t.Error("NewOpener accepted a pinned key that is not an X25519 public key")
+	}
+}
+
+func TestParseCredentialsServiceXKey(t *testing.T) {
+	_, c, err := New("creds", Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ServiceXKey = mustSealer(t).PublicKey()
+	b, _ := json.Marshal(c)
+	if !strings.Contains(string(b), `"service_xkey":"X`) {
+		t.Errorf("credentials JSON %s has no service_xkey", b)
+	}
+	got, err := ParseCredentials(b)
+	if err != nil || got != c {
+		t.Errorf("ParseCredentials: got %+v, %v, want %+v", got, err, c)
+	}
+	c.ServiceXKey = "not-a-key"
+	b, _ = json.Marshal(c)
+	if _, err := ParseCredentials(b); err == nil {
+		t.Error("ParseCredentials accepted a service_xkey that is not an X25519 public key")
+	}
+}
+
+func mustSealer(tb testing.TB) *Sealer {
+	tb.Helper()
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	s, err := NewSealer(seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

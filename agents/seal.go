@@ -121,14 +121,27 @@ func (s *Sealer) Seal(a Agent, plaintext []byte) (schemas.Sealed, error) {
 // ErrNotForMe is returned by Open for a box sealed to another key.
 var ErrNotForMe = errors.New("sealed to another agent's key")
 
+// ErrUnknownSender is returned by an Opener pinned to agentauth's sealing
+// key for a box sealed with any other key: the agent's xkey is public, so
+// anyone who can publish to the agent could seal a box it opens.
+var ErrUnknownSender = errors.New("sealed by an unknown key, not this agentauth instance's")
+
 // Opener opens what agentauth seals to one agent. Safe for concurrent use.
 type Opener struct {
-	keys *sharedKeys
-	pub  string
+	keys   *sharedKeys
+	pub    string
+	sender string // the pinned sealing key of agentauth; empty: any
 }
 
-// NewOpener uses the agent's xkey seed (SX…).
-func NewOpener(xkeySeed []byte) (*Opener, error) {
+// NewOpener uses the agent's xkey seed (SX…) and opens only boxes sealed
+// by sender, agentauth's sealing public key (X…, Credentials.ServiceXKey).
+// An empty sender opens boxes from any key, which authenticates nothing
+// about who sealed them: only for credentials written before the key was
+// pinned.
+func NewOpener(xkeySeed []byte, sender string) (*Opener, error) {
+	if sender != "" && !nkeys.IsValidPublicCurveKey(sender) {
+		return nil, fmt.Errorf("service xkey %q is not an X25519 public key", sender)
+	}
 	kp, err := nkeys.FromCurveSeed(xkeySeed)
 	if err != nil {
 		return nil, fmt.Errorf("xkey seed: %w", err)
@@ -141,16 +154,21 @@ func NewOpener(xkeySeed []byte) (*Opener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xkey seed: %w", err)
 	}
-	return &Opener{keys: keys, pub: pub}, nil
+	return &Opener{keys: keys, pub: pub, sender: sender}, nil
 }
 
-// Open decrypts a sealed box.
+// Open decrypts a sealed box. It returns ErrNotForMe for a box sealed to
+// another key and, when the Opener is pinned, ErrUnknownSender for one
+// sealed by a key other than agentauth's.
 func (o *Opener) Open(s schemas.Sealed) ([]byte, error) {
 	if s.Alg != schemas.SealAlg {
 		return nil, fmt.Errorf("unsupported sealing algorithm %q", s.Alg)
 	}
 	if s.Recipient != o.pub {
 		return nil, ErrNotForMe
+	}
+	if o.sender != "" && s.Sender != o.sender {
+		return nil, fmt.Errorf("open sealed box: %w (sender %s, want %s)", ErrUnknownSender, s.Sender, o.sender)
 	}
 	in := s.Ciphertext
 	if len(in) <= len(xkeyVersion)+nonceLen || !bytes.Equal(in[:len(xkeyVersion)], []byte(xkeyVersion)) {
@@ -169,9 +187,10 @@ func (o *Opener) Open(s schemas.Sealed) ([]byte, error) {
 	return pt, nil
 }
 
-// Open decrypts a sealed box with the agent's xkey seed.
+// Open decrypts a sealed box with the agent's xkey seed, from any sender
+// (see NewOpener).
 func Open(xkeySeed []byte, s schemas.Sealed) ([]byte, error) {
-	o, err := NewOpener(xkeySeed)
+	o, err := NewOpener(xkeySeed, "")
 	if err != nil {
 		return nil, err
 	}

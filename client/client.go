@@ -60,12 +60,18 @@ type Client struct {
 // without the agent's credentials.
 var ErrNoSealingKey = errors.New("client: connected without the agent's credentials, so sealed tokens cannot be opened")
 
-// Open decrypts a secret agentauth sealed to this agent.
+// Open decrypts a secret agentauth sealed to this agent. With credentials
+// that carry agentauth's sealing key (Credentials.ServiceXKey) it refuses a
+// box sealed by any other key (agents.ErrUnknownSender).
 func (c *Client) Open(s schemas.Sealed) ([]byte, error) {
 	if c.opener == nil {
 		return nil, ErrNoSealingKey
 	}
-	return c.opener.Open(s)
+	pt, err := c.opener.Open(s)
+	if errors.Is(err, agents.ErrUnknownSender) {
+		return nil, fmt.Errorf("client: %w; if agentauth's sealing key was replaced, the agent needs new credentials", err)
+	}
+	return pt, err
 }
 
 // Error is a typed error reply from agentauth: a stable Code and a Message
@@ -99,6 +105,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		o.Credentials = &c
 	}
 	var nkeySeed, xkeySeed []byte
+	var serviceXKey string
 	if c := o.Credentials; c != nil {
 		if o.Agent == "" {
 			o.Agent = c.Agent
@@ -109,7 +116,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		if o.URL == "" {
 			o.URL = c.URL
 		}
-		nkeySeed, xkeySeed = []byte(c.NKeySeed), []byte(c.XKeySeed)
+		nkeySeed, xkeySeed, serviceXKey = []byte(c.NKeySeed), []byte(c.XKeySeed), c.ServiceXKey
 	}
 	if err := schemas.ValidAgentID(o.Agent); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -129,8 +136,11 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	var opener *agents.Opener
 	if len(xkeySeed) > 0 {
 		var err error
-		if opener, err = agents.NewOpener(xkeySeed); err != nil {
+		if opener, err = agents.NewOpener(xkeySeed, serviceXKey); err != nil {
 			return nil, fmt.Errorf("client: credentials: %w", err)
+		}
+		if serviceXKey == "" {
+			o.Logger.Warn("agent credentials do not pin agentauth's sealing key, so a token sealed to this agent by anyone is accepted as agentauth's; re-issue the credentials (agentauth agent add) to pin it", "agent", o.Agent)
 		}
 	}
 	nc, err := bus.Connect(bus.ConnOptions{URL: o.URL, Name: "agent-" + o.Agent, NKeySeed: nkeySeed, InboxPrefix: o.InboxPrefix})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,8 +14,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
 	"github.com/agentauth/agentauth/bus/natsembed"
 	"github.com/agentauth/agentauth/client"
@@ -383,4 +386,75 @@ func TestEventsRedeliversOnError(t *testing.T) {
 		}
 	}
 	s.settled(t, "a1")
+}
+
+// TestOpenPinsServiceKey: with credentials that carry agentauth's sealing
+// key, the client opens only boxes sealed by it; credentials without one
+// (written before the key was pinned) still open any box, and Connect
+// warns once.
+func TestOpenPinsServiceKey(t *testing.T) {
+	s := MustService(t)
+	a, creds, err := agents.New("pinned-bot", agents.Policy{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	service, forger := mustSealer(t), mustSealer(t)
+	genuine, err := service.Seal(a, []byte("genuine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := forger.Seal(a, []byte("forged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This bus has no authorization, which refuses nkeys: the sealing
+	// seed is what the test is about.
+	creds.NKeySeed = ""
+	connect := func(c agents.Credentials) (*client.Client, string) {
+		t.Helper()
+		var logs strings.Builder
+		cl, err := client.Connect(t.Context(), client.Options{URL: s.url, Credentials: &c, Timeout: waitTimeout, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cl.Close() })
+		return cl, logs.String()
+	}
+
+	pinned := creds
+	pinned.ServiceXKey = service.PublicKey()
+	cl, logs := connect(pinned)
+	if logs != "" {
+		t.Errorf("Connect with a pinned key logged: %s", logs)
+	}
+	if pt, err := cl.Open(forged); !errors.Is(err, agents.ErrUnknownSender) {
+		t.Errorf("box sealed by another key: got %q, %v, want ErrUnknownSender", pt, err)
+	} else if !strings.Contains(err.Error(), "not this agentauth instance's") {
+		t.Errorf("error %q does not say the key is not agentauth's", err)
+	}
+	if pt, err := cl.Open(genuine); err != nil || string(pt) != "genuine" {
+		t.Errorf("box sealed by agentauth: got %q, %v, want %q", pt, err, "genuine")
+	}
+
+	legacy, logs := connect(creds)
+	if n := strings.Count(logs, "level=WARN"); n != 1 || !strings.Contains(logs, "re-issue the credentials") {
+		t.Errorf("Connect without a pinned key logged %d warnings, want 1 saying to re-issue the credentials:\n%s", n, logs)
+	}
+	if pt, err := legacy.Open(forged); err != nil || string(pt) != "forged" {
+		t.Errorf("unpinned credentials: got %q, %v, want today's behaviour (opened)", pt, err)
+	}
+}
+
+func mustSealer(tb testing.TB) *agents.Sealer {
+	tb.Helper()
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	s, err := agents.NewSealer(seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

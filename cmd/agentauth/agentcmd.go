@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 
 	"github.com/agentauth/agentauth/agents"
@@ -103,7 +106,7 @@ func newAgentCmd() *cobra.Command {
 	}
 
 	var pf policyFlags
-	var out string
+	var out, serviceXKey string
 	add := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Create an agent and write its credentials file (shown once, never stored by agentauth)",
@@ -123,6 +126,11 @@ func newAgentCmd() *cobra.Command {
 			// The agent gets the address, never the operator's own
 			// credentials that --nats-url may carry.
 			creds.URL = bus.StripUserinfo(nf.url)
+			// And agentauth's sealing key, so that the SDK opens only
+			// what agentauth sealed.
+			if creds.ServiceXKey, err = addServiceXKey(serviceXKey, nf.dataDir); err != nil {
+				return err
+			}
 			path := filepath.Join(out, a.ID+".agent.json")
 			if _, err := os.Stat(path); err == nil {
 				return fmt.Errorf("%s exists; remove it or choose another --out", path)
@@ -141,6 +149,11 @@ func newAgentCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "agent %s created\n  nkey  %s\n  xkey  %s\n  credentials written to %s (0600): it holds the agent's secret seeds; agentauth keeps none, so keep this file safe\n\n", a.ID, a.NKey, a.XKey, path)
+			if creds.ServiceXKey != "" {
+				fmt.Fprintf(w, "  the credentials pin agentauth's sealing key %s: the agent opens only tokens sealed by it\n\n", creds.ServiceXKey)
+			} else {
+				fmt.Fprintf(w, "WARNING: %s has no sealing key (%s) to pin in the credentials, so the agent will accept a token sealed to it by anyone: give the instance's with --service-xkey, or --data-dir of the instance\n\n", nf.dataDir, keyPath(nf.dataDir, sealKeyFile))
+			}
 			// An embedded server applies the registry change within
 			// milliseconds; wait for it, so that the agent can connect
 			// as soon as this command returns.
@@ -155,6 +168,7 @@ func newAgentCmd() *cobra.Command {
 	}
 	pf.add(add)
 	add.Flags().StringVar(&out, "out", ".", "directory for the credentials file <name>.agent.json")
+	add.Flags().StringVar(&serviceXKey, "service-xkey", "", "agentauth's sealing public key (X…) to pin in the credentials; default: the one in --data-dir (keys/"+sealKeyFile+")")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -251,6 +265,23 @@ func newAgentCmd() *cobra.Command {
 	}
 	cmd.AddCommand(add, list, show, remove, policy, natsConfig)
 	return cmd
+}
+
+// addServiceXKey is the sealing public key `agent add` pins in the
+// credentials: flag when given, else the one in dataDir, else "" (no key
+// to pin; the caller warns).
+func addServiceXKey(flag, dataDir string) (string, error) {
+	if flag != "" {
+		if !nkeys.IsValidPublicCurveKey(flag) {
+			return "", fmt.Errorf("--service-xkey %q is not an X25519 public key (X…)", flag)
+		}
+		return flag, nil
+	}
+	pub, err := sealingPublicKey(dataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return pub, err
 }
 
 // acceptWait bounds how long `agent add` waits for the server to accept

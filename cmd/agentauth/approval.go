@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/agentauth/agentauth/agents"
@@ -59,15 +58,8 @@ func (m *Main) setupApproval(ctx, bg context.Context) error {
 // data dir for the commands that act as it.
 func (m *Main) ensurePrincipal(ctx context.Context, id string, p agents.Policy) error {
 	path := keyPath(m.Config.DataDir, id+".agent.json")
-	creds, err := readCredentials(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, creds, err = agents.New(id, p, time.Now()); err != nil {
-			return err
-		}
-		if err := writeCredentials(path, creds); err != nil {
-			return err
-		}
-	} else if err != nil {
+	creds, err := loadOrCreateCredentials(m.Log, path, id, p, m.sealer.PublicKey())
+	if err != nil {
 		return err
 	}
 	a, err := agents.FromCredentials(creds, p, time.Now())

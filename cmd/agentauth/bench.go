@@ -284,7 +284,7 @@ func runBench(ctx context.Context, out, errw io.Writer, f *benchFlags) error {
 		if err := m.syncAgents(ctx); err != nil {
 			return err
 		}
-		creds.URL = natsURL
+		creds.URL, creds.ServiceXKey = natsURL, m.sealer.PublicKey()
 		f.creds = &creds
 		f.operator.nkey = keyPath(dir, adminKeyFile)
 		t, err := devidp.FetchToken(ctx, &http.Client{Timeout: 10 * time.Second}, devIdPIssuer(m.PublicURL()), devCLIClient, devCLIRedirectURI, "alice", devidp.DefaultUsers()[0].Password)

@@ -16,6 +16,7 @@ import (
 	cloudevent "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/agentauth/agentauth/agents"
 	"github.com/agentauth/agentauth/bus"
@@ -273,6 +274,21 @@ func TestSealing(t *testing.T) {
 	forged.Recipient = c2XKey(t, c2)
 	if _, err := cl2.Open(forged); err == nil {
 		t.Error("a2 opened a1's ciphertext by relabelling the recipient")
+	}
+	// The credentials MustRegister hands out pin agentauth's sealing key:
+	// a box sealed to a1 by any other key is refused.
+	kp, _ := nkeys.CreateCurveKeys()
+	seed, _ := kp.Seed()
+	other, err := agents.NewSealer(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.Seal(a1, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl1.Open(foreign); !errors.Is(err, agents.ErrUnknownSender) {
+		t.Errorf("a1 opens a box sealed by another key: %v, want ErrUnknownSender", err)
 	}
 	tampered := box
 	tampered.Ciphertext = append([]byte(nil), box.Ciphertext...)

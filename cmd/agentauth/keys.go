@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nkeys"
 
@@ -68,6 +69,21 @@ func publicKey(seed []byte) (string, error) {
 	return kp.PublicKey()
 }
 
+// sealingPublicKey is the public key of the sealing key in dataDir, the
+// key agents' credentials pin (Credentials.ServiceXKey). It returns an
+// error wrapping fs.ErrNotExist when dataDir has none.
+func sealingPublicKey(dataDir string) (string, error) {
+	seed, err := os.ReadFile(keyPath(dataDir, sealKeyFile))
+	if err != nil {
+		return "", err
+	}
+	pub, err := publicKey(trimSeed(seed))
+	if err != nil || !nkeys.IsValidPublicCurveKey(pub) {
+		return "", fmt.Errorf("%s is not an X25519 (curve) seed", keyPath(dataDir, sealKeyFile))
+	}
+	return pub, nil
+}
+
 // writeCredentials writes an agent's credentials file (0600), refusing to
 // overwrite one.
 func writeCredentials(path string, c agents.Credentials) error {
@@ -87,6 +103,49 @@ func writeCredentials(path string, c agents.Credentials) error {
 		return err
 	}
 	return f.Close()
+}
+
+// replaceCredentials replaces an existing credentials file with c, whole
+// (a new file renamed over it).
+func replaceCredentials(path string, c agents.Credentials) error {
+	tmp := path + ".new"
+	_ = os.Remove(tmp) // left by an interrupted replacement
+	if err := writeCredentials(tmp, c); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("credentials file: %w", err)
+	}
+	return nil
+}
+
+// loadOrCreateCredentials reads the credentials file of a principal the
+// instance keeps in its data dir (the anonymous development agent, the
+// approval app, the ingest principal), creating it with policy p on first
+// start. The credentials pin serviceXKey, agentauth's sealing public key:
+// a file without it (written before it was pinned) or with another one
+// (the sealing key was replaced) is rewritten with it.
+func loadOrCreateCredentials(log *slog.Logger, path, id string, p agents.Policy, serviceXKey string) (agents.Credentials, error) {
+	creds, err := readCredentials(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, creds, err = agents.New(id, p, time.Now()); err != nil {
+			return agents.Credentials{}, err
+		}
+		creds.ServiceXKey = serviceXKey
+		return creds, writeCredentials(path, creds)
+	}
+	if err != nil {
+		return agents.Credentials{}, err
+	}
+	if creds.ServiceXKey != serviceXKey {
+		creds.ServiceXKey = serviceXKey
+		if err := replaceCredentials(path, creds); err != nil {
+			return agents.Credentials{}, err
+		}
+		log.Info("pinned agentauth's sealing key in credentials", "file", path, "service_xkey", serviceXKey)
+	}
+	return creds, nil
 }
 
 func readCredentials(path string) (agents.Credentials, error) {

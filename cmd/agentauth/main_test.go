@@ -88,7 +88,7 @@ func MustRegister(tb testing.TB, m *Main, agent string, p agents.Policy) agents.
 	if err := m.Agents().Create(context.Background(), a); err != nil {
 		tb.Fatalf("register agent %s: %v", agent, err)
 	}
-	creds.URL = m.NATSURL()
+	creds.URL, creds.ServiceXKey = m.NATSURL(), m.sealer.PublicKey()
 	waitForUser(tb, m, creds)
 	return creds
 }

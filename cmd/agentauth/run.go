@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -367,15 +366,8 @@ func (m *Main) loadAnonymousAgent() error {
 		return nil
 	}
 	path := keyPath(m.Config.DataDir, id+".agent.json")
-	creds, err := readCredentials(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, creds, err = agents.New(id, agents.Policy{}, time.Now()); err != nil {
-			return err
-		}
-		if err := writeCredentials(path, creds); err != nil {
-			return err
-		}
-	} else if err != nil {
+	creds, err := loadOrCreateCredentials(m.Log, path, id, agents.Policy{}, m.sealer.PublicKey())
+	if err != nil {
 		return err
 	}
 	a, err := agents.FromCredentials(creds, agents.Policy{}, time.Now())
