@@ -87,8 +87,7 @@ type Request struct {
 	NotAfter time.Time `json:"not_after,omitzero"`
 	// Background: the agent named the person by login_hint. The decision
 	// checks it against the agent's policy again (background_audiences).
-	// Requests stored before the field existed read as false; having no
-	// user token, they have no NotAfter, which is how mint tells them.
+	// Requests stored before the field existed read as false.
 	Background bool `json:"background,omitempty"`
 }
 
