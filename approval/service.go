@@ -305,10 +305,7 @@ func (s *Service) mint(ctx context.Context, r Request) (identity.Minted, *schema
 	if err != nil {
 		return identity.Minted{}, nil, unavailable("decide", err)
 	}
-	// A request named by login_hint has no user token, so no NotAfter:
-	// that also tells the ones stored before Background was kept.
-	background := r.Background || r.NotAfter.IsZero()
-	if why := disallowed(a.Policy, r.Audience, r.Scopes, background); why != "" {
+	if why := disallowed(a.Policy, r.Audience, r.Scopes, r.Background); why != "" {
 		return identity.Minted{}, nil, errorf(schemas.CodeDenied, "the agent's policy no longer allows this approval: agent %s may not %s; nothing was minted and the request is denied", r.Agent, why)
 	}
 	var details any

@@ -582,24 +582,11 @@ func TestApprovalDecidePolicyNarrowed(t *testing.T) {
 		{"audience removed", false, func(p *agents.Policy) { p.ApprovalAudiences = []string{bank} }, "approval_audiences"},
 		{"scope removed", false, func(p *agents.Policy) { p.ApprovalScopes = []string{"read"} }, "approval_scopes"},
 		{"background audience removed", true, func(p *agents.Policy) { p.BackgroundAudiences = nil }, "background_audiences"},
-		// A login_hint request stored before Background was kept: no
-		// user token, so no NotAfter.
-		{"background request stored before the flag", true, func(p *agents.Policy) { p.BackgroundAudiences = nil }, "background_audiences"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
 			r := e.mustRequest(t, func(n *approval.NewRequest) { n.Background = tt.background })
-			if strings.HasSuffix(tt.name, "before the flag") {
-				old, rev, err := e.store.Get(t.Context(), r.ID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				old.Background, old.NotAfter = false, time.Time{} // as stored then; login_hint carries no user token
-				if _, err := e.store.Update(t.Context(), old, rev); err != nil {
-					t.Fatal(err)
-				}
-			}
 			a := e.agents[e.agent.ID]
 			tt.narrow(&a.Policy)
 			e.agents[a.ID] = a
