@@ -268,3 +268,23 @@ func mustSealer(tb testing.TB) *Sealer {
 	}
 	return s
 }
+
+func TestInInbox(t *testing.T) {
+	for _, tc := range []struct {
+		id, subject string
+		want        bool
+	}{
+		{"a1", "_INBOX_a1.x", true},
+		{"a1", "_INBOX_a1.", false},
+		{"a1", "_INBOX_a1", false},
+		{"a1", "_INBOX_a12.x", false},
+		{"a12", "_INBOX_a1.x", false},
+		{"a1", "_INBOX.a1.x", false},
+		{"a1", "$KV.AGENTAUTH_AGENTS.a1", false},
+		{"", "_INBOX_.x", false},
+	} {
+		if got := InInbox(tc.id, tc.subject); got != tc.want || got && !strings.HasPrefix(tc.subject, InboxPrefix(tc.id)+".") {
+			t.Errorf("InInbox(%q, %q) = %v, want %v", tc.id, tc.subject, got, tc.want)
+		}
+	}
+}

@@ -10,7 +10,21 @@ import (
 
 // InboxPrefix is where an agent receives replies; only it may subscribe
 // there.
-func InboxPrefix(id string) string { return "_INBOX_" + id }
+func InboxPrefix(id string) string { return inboxRoot + id }
+
+const inboxRoot = "_INBOX_"
+
+// InInbox reports whether subject is in agent id's inbox (InboxPrefix(id)
+// followed by "." and more), without building the prefix: it runs for
+// every request the service answers.
+func InInbox(id, subject string) bool {
+	rest, ok := strings.CutPrefix(subject, inboxRoot)
+	if !ok || id == "" {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, id)
+	return ok && len(rest) > 1 && rest[0] == '.'
+}
 
 // FeedConsumer is the durable consumer name of an agent's event feed.
 func FeedConsumer(id string) string { return "agent-" + id }

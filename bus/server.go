@@ -162,11 +162,7 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline, pooled := chain(false), chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				if !s.replyAllowed(op, r) {
-					return
-				}
-				if !s.inflight.enter() {
-					s.refuse(op, r)
+				if !s.admit(op, r) {
 					return
 				}
 				defer s.inflight.leave()
@@ -189,11 +185,7 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		inline := chain(false)
 		handler = func(*workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				if !s.replyAllowed(op, r) {
-					return
-				}
-				if !s.inflight.enter() {
-					s.refuse(op, r)
+				if !s.admit(op, r) {
 					return
 				}
 				defer s.inflight.leave()
@@ -204,11 +196,7 @@ func (s *Server) Handle(op schemas.Op, h Handler, opts ...HandleOption) error {
 		pooled := chain(true)
 		handler = func(ws *workerStats) func(micro.Request) {
 			return func(r micro.Request) {
-				if !s.replyAllowed(op, r) {
-					return
-				}
-				if !s.inflight.enter() {
-					s.refuse(op, r)
+				if !s.admit(op, r) {
 					return
 				}
 				start := time.Now()
@@ -463,6 +451,19 @@ func (s *Server) answer(ctx context.Context, op schemas.Op, chain Handler, req *
 	return answered
 }
 
+// admit lets r in: its reply subject allowed, the server not stopping
+// (else r is refused, retryably). The caller leaves s.inflight once done.
+func (s *Server) admit(op schemas.Op, r micro.Request) bool {
+	if !s.replyAllowed(op, r) {
+		return false
+	}
+	if !s.inflight.enter() {
+		s.refuse(op, r)
+		return false
+	}
+	return true
+}
+
 // replyAllowed says whether the service may answer r on its reply
 // subject: the requesting agent's own inbox (agents.InboxPrefix), or the
 // default _INBOX., which no agent may subscribe to (operators' tools).
@@ -477,7 +478,7 @@ func (s *Server) replyAllowed(op schemas.Op, r micro.Request) bool {
 		return true
 	}
 	agent := agentOf(subject)
-	if p := agents.InboxPrefix(agent); agent != "" && strings.HasPrefix(reply, p+".") && len(reply) > len(p)+1 {
+	if agents.InInbox(agent, reply) {
 		return true
 	}
 	s.metrics.ReplyRefused.Inc()
