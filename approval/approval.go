@@ -14,6 +14,8 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -247,4 +249,21 @@ func isBlank(s string) bool {
 // must hold none; the inbox shows them as [U+XXXX].
 func Invisible(r rune) bool {
 	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+}
+
+// Reveal writes every rune of s for which hide is true as [U+XXXX], so
+// that what a person is shown cannot disguise itself or what follows it.
+func Reveal(s string, hide func(rune) bool) string {
+	if !strings.ContainsFunc(s, hide) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if hide(r) {
+			fmt.Fprintf(&b, "[U+%04X]", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

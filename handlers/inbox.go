@@ -499,20 +499,7 @@ func valueText(b json.RawMessage) string {
 // zero-width characters, variation selectors, fillers) as [U+XXXX], so
 // that no text can disguise itself or what follows it. html/template
 // escapes the rest.
-func visible(s string) string {
-	if !strings.ContainsFunc(s, hidden) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if hidden(r) {
-			fmt.Fprintf(&b, "[U+%04X]", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+func visible(s string) string { return approval.Reveal(s, hidden) }
 
 // hidden: r would not show as itself — the replacement character, a
 // control, a line or paragraph separator, or an approval.Invisible

@@ -342,21 +342,9 @@ func printRequest(w io.Writer, n schemas.ApprovalNotification, count int) {
 // controls such as U+009B CSI, separators) or is approval.Invisible (bidi
 // overrides such as U+202E, zero-width characters) as [U+XXXX], like the
 // web inbox does.
-func termSafe(s string) string {
-	unsafe := func(r rune) bool { return !unicode.IsGraphic(r) || approval.Invisible(r) }
-	if !strings.ContainsFunc(s, unsafe) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unsafe(r) {
-			fmt.Fprintf(&b, "[U+%04X]", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+func termSafe(s string) string { return approval.Reveal(s, termUnsafe) }
+
+func termUnsafe(r rune) bool { return !unicode.IsGraphic(r) || approval.Invisible(r) }
 
 // operator commands: the store, read over the operator's connection.
 func approvalStore(ctx context.Context, nf *natsFlags) (*bus.ApprovalStore, func(), error) {
