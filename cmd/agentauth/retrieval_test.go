@@ -144,14 +144,7 @@ func TestRetrievalConditionContext(t *testing.T) {
 	cfg.FGAAgentContextKeys = "now"
 	m := MustMain(t, cfg)
 	dir := m.Config.DataDir
-	files := t.TempDir()
-	write := func(name, body string) string {
-		p := files + "/" + name
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempFiles(t)
 	runCLI(t, "fga", "model", "write", write("model.fga", `model
   schema 1.1
 
@@ -238,14 +231,7 @@ type doc
 func mustBlockedFixture(t *testing.T, m *Main) {
 	t.Helper()
 	dir := m.Config.DataDir
-	files := t.TempDir()
-	write := func(name, body string) string {
-		p := files + "/" + name
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempFiles(t)
 	runCLI(t, "fga", "model", "write", write("model.fga", blockedModel), "--data-dir", dir)
 	runCLI(t, "fga", "tuples", "write", write("tuples.yaml", `- {user: "user:dev-alice", relation: viewer, object: "doc:open"}
 - {user: "user:dev-alice", relation: viewer, object: "doc:hidden"}
@@ -320,14 +306,7 @@ func TestRetrievalRelationAllowList(t *testing.T) {
 func TestRetrievalAgentContext(t *testing.T) {
 	m := MustMain(t, testConfig(t))
 	dir := m.Config.DataDir
-	files := t.TempDir()
-	write := func(name, body string) string {
-		p := files + "/" + name
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempFiles(t)
 	runCLI(t, "fga", "model", "write", write("model.fga", `model
   schema 1.1
 
@@ -622,5 +601,18 @@ func TestConfigRetrievalOptions(t *testing.T) {
 				t.Errorf("got %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// tempFiles returns a function that writes a file of the test's own
+// temporary dir and returns its path.
+func tempFiles(t *testing.T) func(name, body string) string {
+	dir := t.TempDir()
+	return func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 }
